@@ -1,0 +1,65 @@
+"""Shared output helpers of the CLI: ``--format``, tables, JSON, ``-p key=value`` parsing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+
+import typer
+
+from dli_airflow.errors import ParameterError
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="Output format: table or json.")
+
+
+def parse_params(pairs: Sequence[str] | None) -> dict[str, str]:
+    """``-p key=value`` options as a dict; a repeated key is an error."""
+    values: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ParameterError(f"-p {pair!r} is not key=value", hint="write -p execution_date=2024-01-15")
+        if key in values:
+            raise ParameterError(f"-p {key} is given twice", hint="give each parameter once")
+        values[key] = value
+    return values
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return str(value)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=_default, ensure_ascii=False))
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        table.add_column(str(column), overflow="fold")
+    for row in rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    Console(highlight=False, soft_wrap=False, width=200 if not _is_tty() else None).print(table)
+
+
+def _is_tty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()

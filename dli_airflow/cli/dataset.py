@@ -1,0 +1,130 @@
+"""``dli dataset run NAME --local``: run a dataset's SQL on this machine (DuckDB), no Airflow server."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Optional
+
+import typer
+
+from dli_airflow.cli._output import FORMAT_OPTION, OutputFormat, parse_params, print_json, print_table
+
+app = typer.Typer(help="Run datasets on this machine.", no_args_is_help=True)
+
+RUN_HELP = """Run a dataset on THIS machine (embedded DuckDB), with no Airflow server.
+
+Use it to develop and test: quick feedback, only local logs. Trino and BigQuery SQL is transpiled
+to DuckDB by sqlglot. To run on Airflow (production, scheduled resources, history kept in
+Airflow), use `dli workflow run NAME` instead.
+
+Without -p execution_date, a dataset that declares it gets today's date in its schedule's time
+zone. --start/--end run every scheduled date of the range in order and stop at the first failure.
+"""
+
+
+def _parse_day(value: Optional[str], option: str) -> Optional[date]:
+    from dli_airflow.errors import ParameterError
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ParameterError(f"{option} {value!r} is not a date", hint=f"write {option} 2024-01-15") from None
+
+
+@app.command("run", help=RUN_HELP)
+def run(
+    name: str = typer.Argument(..., help="Dataset name (as in the spec's name:)."),
+    local: bool = typer.Option(True, "--local", help="Run on this machine (the only mode of `dataset run`)."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Parameter key=value (repeatable)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Store folder; default [dli] spec_store."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Render and parse the SQL; run nothing."),
+    start: Optional[str] = typer.Option(None, "--start", "-s", help="First execution_date of a range (YYYY-MM-DD)."),
+    end: Optional[str] = typer.Option(None, "--end", "-e", help="Last execution_date of a range (YYYY-MM-DD)."),
+    duckdb_path: Optional[str] = typer.Option(None, "--duckdb", help="DuckDB file; default [dli] duckdb_path."),
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    from dli_airflow.errors import ParameterError
+    from dli_airflow.local import run_entry, run_range
+    from dli_airflow.store import open_store
+
+    given = parse_params(param)
+    first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
+    if (first is None) != (last is None):
+        raise ParameterError("give both --start and --end", hint="e.g. --start 2024-01-01 --end 2024-01-07")
+    snapshot = open_store(store).scan()
+    entry = snapshot.get(name)
+    if first is not None and last is not None:
+        results = _run_range_with_progress(entry, given, first, last, dry_run, duckdb_path, fmt)
+    else:
+        results = [run_entry(entry, given, dry_run=dry_run, duckdb_path=duckdb_path)]
+    _print_results(results, fmt, dry_run)
+
+
+def _run_range_with_progress(entry: Any, given: dict[str, str], first: date, last: date, dry_run: bool,
+                             duckdb_path: Optional[str], fmt: OutputFormat) -> list[Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dli_airflow.local import run_range
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=fmt is OutputFormat.json,
+    )
+    with progress:
+        task = progress.add_task(entry.name, total=None)
+
+        def on_date(day: date, index: int, total: int) -> None:
+            progress.update(task, total=total, completed=index, description=f"{entry.name} {day}")
+
+        results = run_range(entry, given, first, last, dry_run=dry_run, duckdb_path=duckdb_path, on_date=on_date)
+        progress.update(task, completed=len(results), description=f"{entry.name} done")
+    return results
+
+
+def _print_results(results: list[Any], fmt: OutputFormat, dry_run: bool) -> None:
+    if fmt is OutputFormat.json:
+        print_json(
+            {
+                "dataset": results[0].rendered.dataset if results else None,
+                "dry_run": dry_run,
+                "runs": [
+                    {
+                        "parameters": r.rendered.parameters,
+                        "engine": r.rendered.engine,
+                        "transpiled_from": r.rendered.transpiled_from,
+                        "statements": list(r.rendered.statements),
+                        "rows_affected": [s.rows_affected for s in r.result.statements] if r.result else None,
+                        "rows": r.result.records() if r.result else None,
+                        "seconds": round(r.seconds, 3),
+                    }
+                    for r in results
+                ],
+            }
+        )
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.syntax import Syntax
+
+    console = Console(highlight=False, soft_wrap=True)
+    for r in results:
+        params = ", ".join(f"{k}={v}" for k, v in r.rendered.parameters.items()) or "no parameters"
+        note = f" (transpiled from {r.rendered.transpiled_from})" if r.rendered.transpiled_from else ""
+        console.print(f"[bold]{escape(r.rendered.dataset)}[/] {escape(params)}{note}")
+        if dry_run:
+            for statement in r.rendered.statements:
+                console.print(Syntax(statement + ";", "sql", word_wrap=True))
+            console.print(f"[green]dry run ok[/]: {len(r.rendered.statements)} statement(s) render and parse")
+            continue
+        assert r.result is not None
+        for index, stmt in enumerate(r.result.statements, start=1):
+            affected = "" if stmt.rows_affected is None else f", {stmt.rows_affected} row(s)"
+            console.print(f"  statement {index}: ok{affected} in {stmt.seconds:.3f}s", style="dim")
+    last = results[-1].result if results and not dry_run else None
+    if last is not None and last.last is not None and last.last.columns and last.last.columns != ("Count",):
+        print_table(last.last.columns, last.last.rows)
+        if last.last.truncated:
+            console.print(f"(first {len(last.last.rows)} rows shown)", style="dim")

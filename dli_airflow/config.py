@@ -1,0 +1,142 @@
+"""The ``[dli]`` configuration section, read on every call.
+
+Lookup order for ``[dli] key``: the ``AIRFLOW__DLI__KEY`` environment variable; Airflow's own
+configuration when Airflow is already imported in this process (a DAG file, a task); else the
+``[dli]`` section of ``$AIRFLOW_HOME/airflow.cfg`` read directly, so the CLI never imports
+Airflow just to read a setting; else the default below.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    description: str
+    default: str
+    type: str = "string"
+    example: str | None = None
+
+
+OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in (
+        Option(
+            "spec_store",
+            "Where the Dataset Specs live: a local folder or s3://bucket/prefix, each holding code/ "
+            "(deployed from Git by CI) and manual/ (registered through the client). "
+            "Empty means {AIRFLOW_HOME}/dli/store.",
+            "",
+            example="s3://my-bucket/dli",
+        ),
+        Option(
+            "default_engine",
+            "Engine for specs that name none: duckdb (embedded), trino or bigquery.",
+            "duckdb",
+            example="trino",
+        ),
+        Option(
+            "duckdb_path",
+            "The DuckDB database file the embedded engine writes to. Empty means {AIRFLOW_HOME}/dli/dli.duckdb.",
+            "",
+            example="/data/warehouse.duckdb",
+        ),
+        Option(
+            "aws_conn_id",
+            "Airflow connection used to read an s3:// spec store (an endpoint_url in its extra points "
+            "it at any S3-compatible server).",
+            "aws_default",
+        ),
+        Option(
+            "sync_interval",
+            "Seconds between runs of the dli_sync maintenance DAG.",
+            "300",
+            type="integer",
+        ),
+        Option(
+            "cache_dir",
+            "Local folder for the last good copy of the store's specs. Empty means {AIRFLOW_HOME}/dli/cache.",
+            "",
+        ),
+    )
+}
+
+
+def airflow_home() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow").expanduser()
+
+
+def _from_airflow_conf(key: str) -> str | None:
+    if "airflow.configuration" not in sys.modules:
+        return None
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # pragma: no cover - Airflow half-imported
+        return None
+    return conf.get("dli", key, fallback=None)
+
+
+def _from_cfg_file(key: str) -> str | None:
+    cfg = Path(os.environ.get("AIRFLOW_CONFIG") or airflow_home() / "airflow.cfg")
+    if not cfg.is_file():
+        return None
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(cfg, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return None
+    return parser.get("dli", key, fallback=None)
+
+
+def get(key: str) -> str:
+    """The value of ``[dli] key`` as a string (defaults filled in)."""
+    option = OPTIONS[key]
+    value = os.environ.get(f"AIRFLOW__DLI__{key.upper()}")
+    if value is None:
+        value = _from_airflow_conf(key)
+    if value is None:
+        value = _from_cfg_file(key)
+    if value is None or value == "":
+        value = option.default
+    return value.strip()
+
+
+def spec_store() -> str:
+    return get("spec_store") or str(airflow_home() / "dli" / "store")
+
+
+def default_engine() -> str:
+    return get("default_engine") or "duckdb"
+
+
+def duckdb_path() -> Path:
+    value = get("duckdb_path")
+    return Path(value).expanduser() if value else airflow_home() / "dli" / "dli.duckdb"
+
+
+def cache_dir() -> Path:
+    value = get("cache_dir")
+    return Path(value).expanduser() if value else airflow_home() / "dli" / "cache"
+
+
+def aws_conn_id() -> str:
+    return get("aws_conn_id") or "aws_default"
+
+
+def sync_interval() -> int:
+    from dli_airflow.errors import ConfigError
+
+    raw = get("sync_interval")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"[dli] sync_interval must be a whole number of seconds, got {raw!r}") from None
+    if value < 30:
+        raise ConfigError(f"[dli] sync_interval must be at least 30 seconds, got {value}")
+    return value

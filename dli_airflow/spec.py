@@ -1,0 +1,485 @@
+"""The Dataset Spec: pydantic models and a safe YAML loader that reports every problem by file and field.
+
+``load_spec(data, path)`` turns the bytes of one spec file into a :class:`DatasetSpec`, or raises one
+:class:`~dli_airflow.errors.DliError` that names the file, the field path (``schedule.retry.max_attempts``),
+what is wrong and how to fix it. Nothing here touches Airflow.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import date, datetime
+from enum import Enum
+from typing import Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from dli_airflow.errors import DliError, Problem, SpecSyntaxError, SpecValidationError
+
+#: A spec larger than this is refused before parsing (specs are a few KiB; this stops a 10 MB paste).
+MAX_SPEC_BYTES = 1024 * 1024
+#: The most YAML nodes a spec may expand to through anchors and aliases (stops an alias bomb).
+MAX_YAML_NODES = 20_000
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+PARAM_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+try:  # the C loader is several times faster; fall back to pure Python where libyaml is missing
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _Loader = yaml.SafeLoader
+
+
+class SourceType(str, Enum):
+    CODE = "code"
+    MANUAL = "manual"
+
+
+class DatasetStatus(str, Enum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    OVERRIDDEN = "overridden"
+
+
+ParamType = Literal["string", "date", "integer", "number", "boolean"]
+EngineName = Literal["duckdb", "trino", "bigquery"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ParameterSpec(_Model):
+    """One typed parameter of the dataset's SQL."""
+
+    name: str = Field(description="Name used in the SQL template: {{ name }} or {{ params.name }}.")
+    type: ParamType = Field("string", description="string | date | integer | number | boolean")
+    required: bool = Field(False, description="A manual run must give it (a scheduled run fills execution_date).")
+    default: Union[bool, int, float, date, str, None] = Field(None, description="Value when none is given.")
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not PARAM_NAME_PATTERN.match(value):
+            raise ValueError(
+                f"parameter name {value!r} is not a valid identifier; use letters, digits and _ (e.g. 'start_date')"
+            )
+        if value == "params":
+            raise ValueError("'params' is reserved (the template exposes parameters as params.<name>); rename it")
+        return value
+
+    @field_validator("default")
+    @classmethod
+    def _default_matches_type(cls, value: Any, info: ValidationInfo) -> Any:
+        param_type = info.data.get("type")
+        if value is None or param_type is None:
+            return value
+        from dli_airflow.sql import coerce_value
+
+        try:
+            return coerce_value(param_type, value)
+        except ValueError as exc:
+            raise ValueError(f"default {value!r} is not a valid {param_type}: {exc}") from None
+
+
+class RetrySpec(_Model):
+    max_attempts: int = Field(1, ge=0, le=100, description="Retries after the first try (seed 003 §4).")
+    delay_seconds: int = Field(300, ge=0, le=86_400, description="Seconds between tries.")
+
+
+class NotificationSpec(_Model):
+    """Where to send a notification: Slack, a webhook or e-mail, through an Airflow connection."""
+
+    type: Literal["slack", "webhook", "email"]
+    channel: str | None = Field(None, description="Slack channel, e.g. '#data-alerts' (slack with an API token).")
+    conn_id: str | None = Field(None, description="Airflow connection (Slack API/webhook, HTTP for webhook).")
+    to: list[str] | None = Field(None, description="E-mail recipients (type: email).")
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> NotificationSpec:
+        if self.type == "email" and not self.to:
+            raise ValueError("an email notification needs 'to: [someone@example.com]'")
+        if self.type == "webhook" and not self.conn_id:
+            raise ValueError("a webhook notification needs 'conn_id' (an HTTP connection holding the URL)")
+        return self
+
+
+class NotificationsSpec(_Model):
+    on_failure: list[NotificationSpec] = Field(default_factory=list)
+    on_success: list[NotificationSpec] = Field(default_factory=list)
+    on_source_change: list[NotificationSpec] = Field(default_factory=list)
+
+
+class ScheduleSpec(_Model):
+    enabled: bool = Field(True, description="false: the DAG is created paused.")
+    cron: str | None = Field(None, description="5-field cron, e.g. '0 9 * * *'. Required unless depends_on is set.")
+    timezone: str = Field("UTC", description="IANA time zone of the cron, e.g. 'Asia/Seoul'.")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
+    timeout_seconds: int | None = Field(None, gt=0, description="The task's execution_timeout; the query is cancelled.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = " ".join(value.split())
+        fields = value.split(" ")
+        if len(fields) != 5:
+            raise ValueError(
+                f"cron {value!r} has {len(fields)} field{'s' if len(fields) != 1 else ''}; "
+                "use 5 (minute hour day-of-month month day-of-week), e.g. '0 9 * * *'"
+            )
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"cron {value!r} is not a valid cron expression; e.g. '0 9 * * *' is daily at 09:00")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            close = difflib.get_close_matches(value, _zone_names(), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "use an IANA name such as 'UTC' or 'Asia/Seoul'"
+            raise ValueError(f"unknown time zone {value!r}; {hint}") from None
+        return value
+
+
+def _zone_names() -> list[str]:
+    import zoneinfo
+
+    return sorted(zoneinfo.available_timezones())
+
+
+class DatasetSpec(_Model):
+    """A Dataset Spec file: what to compute (SQL), with which parameters, on what schedule."""
+
+    name: str = Field(description="Dataset name; becomes the DAG id. Letters, digits, _ - . (1-250).")
+    type: Literal["Dataset"] = "Dataset"
+    owner: str = Field(description="Who answers for it, e.g. an e-mail address.")
+    team: str | None = None
+    description: str | None = None
+    engine: EngineName | None = Field(None, description="trino | bigquery | duckdb; default [dli] default_engine.")
+    conn_id: str | None = Field(None, description="Airflow connection; default per engine.")
+    catalog: str | None = Field(None, description="Trino catalog (else the connection's).")
+    db_schema: str | None = Field(None, alias="schema", description="Trino schema (else the connection's).")
+    project: str | None = Field(None, description="BigQuery project (else the connection's).")
+    location: str | None = Field(None, description="BigQuery location (else the connection's).")
+    query_file: str | None = Field(None, description="SQL file, relative to this spec file.")
+    query: str | None = Field(None, description="Inline SQL (instead of query_file).")
+    parameters: list[ParameterSpec] = Field(default_factory=list)
+    schedule: ScheduleSpec | None = None
+    depends_on: list[str] = Field(default_factory=list, description="Upstream datasets (Airflow assets).")
+    tags: list[str] = Field(default_factory=list, description="Extra Airflow tags.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        _check_dataset_name(value)
+        return value
+
+    @field_validator("depends_on")
+    @classmethod
+    def _depends_on(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _check_dataset_name(name)
+        if len(set(value)) != len(value):
+            raise ValueError("lists the same dataset twice; keep one")
+        return value
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty; name who answers for this dataset, e.g. engineer@example.com")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> DatasetSpec:
+        if (self.query is None) == (self.query_file is None):
+            raise ValueError(
+                "give exactly one of 'query' (inline SQL) or 'query_file' (a .sql file beside the spec)"
+                if self.query is None
+                else "has both 'query' and 'query_file'; keep one"
+            )
+        if self.query is not None and not self.query.strip():
+            raise ValueError("'query' is empty; write the SQL or use query_file")
+        seen: set[str] = set()
+        for param in self.parameters:
+            if param.name in seen:
+                raise ValueError(f"parameter {param.name!r} is declared twice; parameter names must be unique")
+            seen.add(param.name)
+        if self.name in self.depends_on:
+            raise ValueError("depends_on lists the dataset itself; remove it")
+        schedule = self.schedule
+        if schedule is not None:
+            if schedule.cron is None and not self.depends_on:
+                raise ValueError(
+                    "schedule has no cron and the dataset has no depends_on; add schedule.cron (e.g. '0 9 * * *') "
+                    "or depends_on, or remove the schedule section"
+                )
+            if schedule.enabled:
+                for param in self.parameters:
+                    if param.required and param.default is None and param.name != "execution_date":
+                        raise ValueError(
+                            f"parameter {param.name!r} is required and has no default, so a scheduled run could "
+                            "never start; give it a default, make it optional, or set schedule.enabled: false"
+                        )
+        return self
+
+    # -- derived ---------------------------------------------------------------------------------------
+    @property
+    def resolved_engine(self) -> str:
+        from dli_airflow import config
+
+        return self.engine or config.default_engine()
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.schedule is not None
+
+    def parameter(self, name: str) -> ParameterSpec | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+def _check_dataset_name(value: str) -> None:
+    if not NAME_PATTERN.match(value):
+        bad = sorted({c for c in value if not re.match(r"[A-Za-z0-9_.\-]", c)})
+        reason = f"has characters {''.join(bad)!r} that are not allowed" if bad else "must be 1-250 characters"
+        raise ValueError(f"dataset name {value!r} {reason}; use letters, digits, '_', '-' and '.'")
+    if ".." in value:
+        raise ValueError(f"dataset name {value!r} contains '..'; use single dots (e.g. 'catalog.schema.table')")
+
+
+# -- loading -----------------------------------------------------------------------------------------------
+
+
+def load_spec(data: bytes | str, path: str) -> DatasetSpec:
+    """Parse and validate one spec file.
+
+    :param data: the file's bytes (or text).
+    :param path: how to name the file in errors (e.g. ``code/sales/daily.yaml``).
+    :raises SpecSyntaxError: unreadable YAML (encoding, syntax, tags, size, alias bombs).
+    :raises SpecValidationError: valid YAML that is not a valid Dataset Spec.
+    """
+    document = load_yaml(data, path)
+    return validate_spec(document, path)
+
+
+def load_yaml(data: bytes | str, path: str) -> Any:
+    """Safe-load one YAML document with limits on size and alias expansion."""
+    if isinstance(data, bytes):
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecSyntaxError(
+                f"{path}: the file is {len(data) / 1e6:.1f} MB; a spec may be at most {MAX_SPEC_BYTES // 1024} KiB",
+                hint="put large SQL in a query_file and keep the spec small",
+            )
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise SpecSyntaxError(
+                f"{path}:{line}: the file is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                hint="save the file as UTF-8",
+            ) from None
+    else:
+        text = data
+        if len(text) > MAX_SPEC_BYTES:
+            raise SpecSyntaxError(f"{path}: the spec is larger than {MAX_SPEC_BYTES // 1024} KiB")
+    if not text.strip():
+        raise SpecSyntaxError(
+            f"{path}: the file is empty",
+            hint="a Dataset Spec needs at least name, owner and query or query_file (see `dli spec schema`)",
+        )
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecSyntaxError(f"{path}: the file holds only comments", hint="write the spec's fields")
+        _check_expansion(node, path)
+        document = loader.construct_document(node)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise SpecSyntaxError(
+            f"{path}{line}: {exc.problem}",
+            hint="Dataset Specs are plain YAML: remove tags such as !!python/object",
+        ) from None
+    except yaml.composer.ComposerError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise SpecSyntaxError(f"{path}{line}: {exc.problem}", hint="a spec file holds exactly one YAML document") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise SpecSyntaxError(f"{path}{line}: YAML syntax error: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise SpecSyntaxError(f"{path}: YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+    return document
+
+
+def _check_expansion(root: yaml.Node, path: str) -> None:
+    """Refuse documents whose aliases expand past :data:`MAX_YAML_NODES` (the "billion laughs")."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if depth > 100:
+            raise SpecSyntaxError(f"{path}: the YAML nests deeper than 100 levels")
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        sizes[id(node)] = total
+        if total > MAX_YAML_NODES:
+            raise SpecSyntaxError(
+                f"{path}: the YAML expands to more than {MAX_YAML_NODES} nodes through anchors and aliases",
+                hint="remove the repeated aliases (&x / *x); a spec has no need for them at this size",
+            )
+        return total
+
+    size(root, 0)
+
+
+def validate_spec(document: Any, path: str) -> DatasetSpec:
+    """Validate a parsed YAML document as a Dataset Spec."""
+    if not isinstance(document, dict):
+        kind = type(document).__name__ if document is not None else "nothing"
+        raise SpecValidationError(
+            f"{path}: a Dataset Spec is a YAML mapping (key: value lines), but the file holds {kind}",
+            problems=[Problem("not a mapping", file=path)],
+        )
+    try:
+        return DatasetSpec.model_validate(document)
+    except ValidationError as exc:
+        problems = [_problem(err, path, document) for err in exc.errors(include_url=False)]
+        name = document.get("name") if isinstance(document.get("name"), str) else None
+        head = f"{path}: " + (f"dataset {name!r}: " if name else "")
+        if len(problems) == 1:
+            p = problems[0]
+            message = head + (f"{p.field}: {p.message}" if p.field else p.message)
+            if p.hint:
+                message += f"; {p.hint}"
+        else:
+            message = head + f"{len(problems)} problems"
+        raise SpecValidationError(message, problems=problems) from exc
+
+
+_FIELD_NAMES: dict[type[BaseModel], list[str]] = {}
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model whose fields live at ``loc`` (for 'did you mean' hints)."""
+    model: type[BaseModel] = DatasetSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return model
+        annotation = field.annotation
+        inner = _model_in(annotation)
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _problem(err: dict[str, Any], path: str, document: dict[str, Any]) -> Problem:
+    loc = tuple(part for part in err["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+    # pydantic puts union member names (e.g. 'bool', 'int') into loc for unions; drop them
+    loc = tuple(p for p in loc if p not in {"bool", "int", "float", "date", "str", "list[str]"})
+    field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+    kind = err["type"]
+    message = str(err["msg"])
+    hint: str | None = None
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        model = _model_at(loc[:-1])
+        names: list[str] = []
+        if model is not None:
+            names = [f.alias or n for n, f in model.model_fields.items()]
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        message = f"unknown key {key!r}"
+        hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(names)}" if names else None)
+    elif kind == "missing":
+        message = "is required but missing"
+        hint = _MISSING_HINTS.get(field)
+    elif kind == "literal_error":
+        given = err.get("input")
+        expected = err.get("ctx", {}).get("expected", "")
+        message = f"{given!r} is not allowed; expected {expected}"
+        if isinstance(given, str):
+            options = re.findall(r"'([^']+)'", str(expected))
+            close = difflib.get_close_matches(given.lower(), options, n=1)
+            if close:
+                hint = f"did you mean {close[0]!r}?"
+    elif kind in {"int_parsing", "int_type", "int_from_float", "bool_parsing", "bool_type", "string_type"}:
+        message = f"{err.get('input')!r}: {message[0].lower() + message[1:]}"
+    return Problem(message, file=path, field=field or None, hint=hint)
+
+
+_MISSING_HINTS = {
+    "name": "add e.g. 'name: analytics.daily_clicks' (it becomes the DAG id)",
+    "owner": "add e.g. 'owner: engineer@example.com'",
+    "parameters[0].name": "every parameter needs a name",
+}
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a Dataset Spec file, for editors (VS Code's YAML extension, JetBrains)."""
+    schema = DatasetSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dli Dataset Spec"
+    return schema
+
+
+def parse_date(value: str | date | datetime) -> date:
+    """A date from ``YYYY-MM-DD`` (or a date/datetime object)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(value.strip())
+
+
+__all__ = [
+    "DatasetSpec",
+    "DatasetStatus",
+    "DliError",
+    "NotificationSpec",
+    "ParameterSpec",
+    "RetrySpec",
+    "ScheduleSpec",
+    "SourceType",
+    "json_schema",
+    "load_spec",
+    "load_yaml",
+    "validate_spec",
+]

@@ -1,0 +1,408 @@
+"""Typed parameters and safe SQL rendering.
+
+A dataset's SQL is a Jinja template. Every ``{{ expression }}`` is rendered as a SQL *literal* of the
+value's type in the engine's dialect (``'o''brien'``, ``DATE '2024-01-15'``, ``42``, ``TRUE``), so a
+parameter value can never change the statement's structure. Identifiers come only through the
+explicit ``identifier`` filter. A placeholder written inside a quoted SQL string is refused with the fix.
+Nothing here touches Airflow.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from dli_airflow.errors import ParameterError, TemplateError
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from dli_airflow.spec import DatasetSpec, ParameterSpec
+
+#: sqlglot dialect names per engine.
+DIALECTS = {"duckdb": "duckdb", "trino": "trino", "bigquery": "bigquery"}
+
+_TRUE = {"true", "t", "yes", "y", "1", "on"}
+_FALSE = {"false", "f", "no", "n", "0", "off"}
+
+
+# -- parameter values -------------------------------------------------------------------------------------
+
+
+def coerce_value(param_type: str, value: Any) -> Any:
+    """Coerce one value (from YAML, JSON or a ``key=value`` string) to a declared type.
+
+    :raises ValueError: with a short reason when the value does not fit the type.
+    """
+    if value is None:
+        return None
+    if param_type == "string":
+        if isinstance(value, (dict, list)):
+            raise ValueError("expected text, got a " + type(value).__name__)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (date, datetime)):
+            return value.isoformat()
+        return str(value)
+    if param_type == "date":
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, date):
+            return value
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError("expected a date as YYYY-MM-DD, e.g. 2024-01-15") from None
+        raise ValueError("expected a date as YYYY-MM-DD, e.g. 2024-01-15")
+    if param_type == "integer":
+        if isinstance(value, bool):
+            raise ValueError("expected a whole number, got a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+            raise ValueError("expected a whole number")
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+            return int(value)
+        raise ValueError("expected a whole number, e.g. 100")
+    if param_type == "number":
+        if isinstance(value, bool):
+            raise ValueError("expected a number, got a boolean")
+        if isinstance(value, (int, float)):
+            number = float(value) if isinstance(value, float) else value
+        elif isinstance(value, str):
+            try:
+                number = float(value) if re.search(r"[.eE]", value) else int(value)
+            except ValueError:
+                raise ValueError("expected a number, e.g. 0.5") from None
+        else:
+            raise ValueError("expected a number, e.g. 0.5")
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
+    if param_type == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError("expected true or false")
+    raise ValueError(f"unknown parameter type {param_type!r}")  # pragma: no cover - guarded by the model
+
+
+def describe_parameters(spec: DatasetSpec) -> str:
+    """``execution_date (required), limit (optional)`` — for error messages."""
+    if not spec.parameters:
+        return "(none: this dataset declares no parameters)"
+    return ", ".join(f"{p.name} ({'required' if p.required else 'optional'})" for p in spec.parameters)
+
+
+def resolve_parameters(
+    spec: DatasetSpec,
+    given: Mapping[str, Any] | None = None,
+    *,
+    execution_date: date | None = None,
+    fill_required: bool = True,
+) -> dict[str, Any]:
+    """Validate and coerce run parameters against the spec.
+
+    :param given: values by name (strings from the CLI, JSON values from the API or ``conf``).
+        ``None`` values count as not given.
+    :param execution_date: filled into the ``execution_date`` parameter (when declared) if not given.
+    :param fill_required: raise for required parameters still missing.
+    :raises ParameterError: unknown names, values of the wrong type, or missing required ones; the
+        message lists the allowed parameters.
+    """
+    given = dict(given or {})
+    declared = {p.name: p for p in spec.parameters}
+    allowed = describe_parameters(spec)
+    unknown = sorted(k for k in given if k not in declared)
+    if unknown:
+        import difflib
+
+        names = ", ".join(repr(k) for k in unknown)
+        close = difflib.get_close_matches(unknown[0], list(declared), n=1)
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ParameterError(
+            f"Unknown parameter{'s' if len(unknown) > 1 else ''} {names} for dataset {spec.name!r}{suggestion}. "
+            f"Allowed parameters: {allowed}",
+            hint="pass only the parameters the spec declares (-p name=value)",
+        )
+    values: dict[str, Any] = {}
+    for param in spec.parameters:
+        raw = given.get(param.name)
+        if raw is None and param.name == "execution_date" and execution_date is not None:
+            raw = execution_date
+        if raw is None:
+            values[param.name] = param.default
+            continue
+        try:
+            values[param.name] = coerce_value(param.type, raw)
+        except ValueError as exc:
+            raise ParameterError(
+                f"Parameter {param.name!r} of dataset {spec.name!r}: {raw!r} is not a valid {param.type}: {exc}",
+                hint=f"pass -p {param.name}=<{param.type}>",
+            ) from None
+    if fill_required:
+        missing = [p.name for p in spec.parameters if p.required and values[p.name] is None]
+        if missing:
+            raise ParameterError(
+                f"Missing required parameter{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
+                f"(dataset {spec.name!r}). Allowed parameters: {allowed}",
+                hint=" ".join(f"-p {m}=<value>" for m in missing),
+            )
+    return values
+
+
+# -- literals ---------------------------------------------------------------------------------------------
+
+
+class SqlFragment(str):
+    """Text that goes into SQL as it is: only produced by the ``identifier`` filter and the renderer."""
+
+
+def sql_literal(value: Any, dialect: str = "duckdb") -> str:
+    """Render one Python value as a SQL literal of its type in ``dialect``."""
+    from sqlglot import exp
+
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TemplateError(f"cannot render {value!r} as a SQL literal", hint="pass a finite number")
+        return repr(value)
+    if isinstance(value, datetime):
+        return "TIMESTAMP " + exp.Literal.string(value.isoformat(sep=" ")).sql(dialect=DIALECTS.get(dialect, dialect))
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(sql_literal(v, dialect) for v in value)
+        return f"({inner})"
+    if isinstance(value, str):
+        return exp.Literal.string(value).sql(dialect=DIALECTS.get(dialect, dialect))
+    raise TemplateError(
+        f"cannot render a {type(value).__name__} as a SQL literal",
+        hint="render text, numbers, dates, booleans or lists of them",
+    )
+
+
+def sql_identifier(value: Any, dialect: str = "duckdb") -> SqlFragment:
+    """Quote a value as a SQL identifier (``{{ suffix | identifier }}``); dotted names quote each part."""
+    from sqlglot import exp
+
+    text = str(value)
+    if not text or "\x00" in text:
+        raise TemplateError(f"{value!r} cannot be used as an identifier", hint="pass a non-empty name")
+    parts = text.split(".")
+    quoted = ".".join(exp.to_identifier(part, quoted=True).sql(dialect=DIALECTS.get(dialect, dialect)) for part in parts)
+    return SqlFragment(quoted)
+
+
+# -- templates --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Placeholder:
+    line: int
+    text: str
+
+
+def find_quoted_placeholders(source: str) -> list[_Placeholder]:
+    """Placeholders written inside a quoted SQL string (``'{{ x }}'``), which the renderer would break."""
+    from jinja2 import Environment
+    from jinja2.exceptions import TemplateSyntaxError
+
+    env = Environment()
+    found: list[_Placeholder] = []
+    in_string: str | None = None  # the quote we are inside: ' (string), " or ` (quoted identifier)
+    in_block_comment = False
+    current: list[str] = []
+    start_line = 1
+    try:
+        tokens = list(env.lex(source))
+    except TemplateSyntaxError:
+        return []  # reported by the syntax check
+    for lineno, kind, value in tokens:
+        if kind == "data":
+            i = 0
+            while i < len(value):
+                ch = value[i]
+                if in_block_comment:
+                    if value.startswith("*/", i):
+                        in_block_comment = False
+                        i += 1
+                elif in_string:
+                    if ch == in_string:
+                        in_string = None
+                elif value.startswith("--", i):
+                    end = value.find("\n", i)
+                    i = len(value) if end < 0 else end
+                    continue
+                elif value.startswith("/*", i):
+                    in_block_comment = True
+                    i += 1
+                elif ch in ("'", '"', "`"):
+                    in_string = ch
+                i += 1
+        elif kind == "variable_begin":
+            current = []
+            start_line = lineno
+        elif kind == "variable_end":
+            if in_string and not in_block_comment:
+                found.append(_Placeholder(start_line, "{{ " + " ".join(current) + " }}"))
+        else:
+            current.append(str(value))
+    return found
+
+
+@lru_cache(maxsize=8)
+def _environment(dialect: str) -> jinja2.Environment:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def finalize(value: Any) -> str:
+        if isinstance(value, SqlFragment):
+            return str(value)
+        return sql_literal(value, dialect)
+
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, finalize=finalize, autoescape=False, keep_trailing_newline=True
+    )
+    env.filters["identifier"] = lambda v: sql_identifier(v, dialect)
+    env.filters["literal"] = lambda v: SqlFragment(sql_literal(v, dialect))
+    return env
+
+
+def check_template(sql: str, spec: DatasetSpec, path: str) -> None:
+    """Check a dataset's SQL template without rendering it: syntax, hand-quoted placeholders, unknown names.
+
+    :raises TemplateError: naming the file, the line and the fix.
+    """
+    from jinja2 import meta
+    from jinja2.exceptions import TemplateSyntaxError
+
+    env = _environment("duckdb")
+    try:
+        ast = env.parse(sql)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"{path}:{exc.lineno}: SQL template syntax error: {exc.message}",
+            hint="check the {{ }} and {% %} pairs",
+        ) from None
+    quoted = find_quoted_placeholders(sql)
+    if quoted:
+        first = quoted[0]
+        bare = first.text
+        raise TemplateError(
+            f"{path}:{first.line}: the placeholder {bare} is inside a quoted SQL string",
+            hint=(
+                f"write {bare} without the quotes: dli renders parameters as typed SQL literals "
+                f"(e.g. WHERE d = {bare} becomes WHERE d = DATE '2024-01-15'); to build text, "
+                "concatenate in Jinja: {{ 'prefix_' ~ name }}"
+            ),
+        )
+    names = {p.name for p in spec.parameters}
+    unknown = sorted(meta.find_undeclared_variables(ast) - names - {"params", "range", "dict", "lipsum", "cycler", "joiner", "namespace"})
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
+        suggestion = f"did you mean {close[0]!r}? " if close else ""
+        raise TemplateError(
+            f"{path}: the SQL uses {', '.join(repr(n) for n in unknown)}, which the spec does not declare",
+            hint=f"{suggestion}declare it under parameters, or fix the name (declared: {', '.join(sorted(names)) or 'none'})",
+        )
+
+
+def render_sql(sql: str, values: Mapping[str, Any], *, dialect: str = "duckdb", path: str = "<sql>") -> str:
+    """Render a SQL template with validated parameter values as typed literals."""
+    from jinja2.exceptions import SecurityError, TemplateError as JinjaTemplateError, UndefinedError
+
+    env = _environment(dialect)
+    context = dict(values)
+    context["params"] = dict(values)
+    try:
+        return env.from_string(sql).render(context)
+    except UndefinedError as exc:
+        raise TemplateError(f"{path}: {exc.message}", hint="declare the name under parameters") from None
+    except SecurityError as exc:
+        raise TemplateError(f"{path}: not allowed in a SQL template: {exc}") from None
+    except JinjaTemplateError as exc:
+        raise TemplateError(f"{path}: cannot render the SQL: {exc}") from None
+
+
+def split_statements(sql: str, dialect: str = "duckdb") -> list[str]:
+    """Split rendered SQL into statements (comments and empty statements dropped)."""
+    import sqlglot
+    from sqlglot.errors import ParseError, TokenError
+
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(DIALECTS.get(dialect, dialect)).tokenize(sql)
+    except TokenError:
+        return [s for s in (part.strip() for part in sql.split(";")) if s]
+    del ParseError
+    statements: list[str] = []
+    start = 0
+    for token in tokens:
+        if token.token_type.name == "SEMICOLON":
+            chunk = sql[start : token.start].strip()
+            if chunk and _has_code(chunk):
+                statements.append(chunk)
+            start = token.end + 1
+    tail = sql[start:].strip()
+    if tail and _has_code(tail):
+        statements.append(tail)
+    return statements
+
+
+def _has_code(chunk: str) -> bool:
+    without = re.sub(r"--[^\n]*|/\*.*?\*/", "", chunk, flags=re.S)
+    return bool(without.strip())
+
+
+def parse_sql(sql: str, dialect: str = "duckdb", path: str = "<sql>") -> list[Any]:
+    """Parse rendered SQL with sqlglot; errors point at the line and column.
+
+    :raises SqlParseError: with the position of the first error.
+    """
+    import sqlglot
+    from sqlglot.errors import ParseError, TokenError
+
+    from dli_airflow.errors import SqlExecutionError
+
+    try:
+        return [e for e in sqlglot.parse(sql, read=DIALECTS.get(dialect, dialect)) if e is not None]
+    except ParseError as exc:
+        first = exc.errors[0] if exc.errors else {}
+        line, col = first.get("line"), first.get("col")
+        where = f":{line}:{col}" if line else ""
+        desc = first.get("description") or str(exc)
+        raise SqlExecutionError(
+            f"{path}{where}: the SQL does not parse as {dialect}: {desc}",
+            hint="fix the SQL near the position shown",
+        ) from None
+    except TokenError as exc:
+        raise SqlExecutionError(f"{path}: the SQL does not tokenize as {dialect}: {exc}") from None
+
+
+def parameter_json_schema(param: ParameterSpec) -> dict[str, Any]:
+    """JSON-Schema type of a parameter (for Airflow Params)."""
+    return {
+        "string": {"type": "string"},
+        "date": {"type": "string", "format": "date"},
+        "integer": {"type": "integer"},
+        "number": {"type": "number"},
+        "boolean": {"type": "boolean"},
+    }[param.type]

@@ -1,0 +1,367 @@
+"""The spec store: ``code/`` and ``manual/`` prefixes, resolution, and per-file fault isolation.
+
+A store holds Dataset Spec files (``*.yaml`` / ``*.yml``, any depth) and their SQL under two prefixes:
+``code/`` (deployed from Git by CI) and ``manual/`` (registered through the client). For each dataset
+name, code wins: the manual spec is kept untouched and reported ``overridden``; when the code spec goes
+away the manual one is active again. Two files of one prefix that declare the same name are a
+conflict: neither is scheduled until it is fixed. One broken file never hides the others.
+
+``scan()`` returns a :class:`StoreSnapshot`: every valid entry with its source and status, and one
+:class:`~dli_airflow.errors.DliError` per broken file or conflict.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dli_airflow.errors import (
+    DatasetNotFoundError,
+    DliError,
+    Problem,
+    SpecConflictError,
+    SpecValidationError,
+    StoreNotFoundError,
+)
+from dli_airflow.spec import DatasetSpec, DatasetStatus, SourceType, load_spec, load_yaml, validate_spec
+
+PREFIXES = (SourceType.CODE, SourceType.MANUAL)
+SPEC_SUFFIXES = (".yaml", ".yml")
+#: SQL files larger than this are refused (a runaway generated file, not a query).
+MAX_SQL_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoreFile:
+    """One object of the store: its path relative to the store root (``code/a/b.yaml``) and a version tag."""
+
+    path: str
+    version: str
+
+
+@dataclass(frozen=True)
+class SpecEntry:
+    """A valid spec of the store, with its SQL, source and resolved status."""
+
+    spec: DatasetSpec
+    source: SourceType
+    status: DatasetStatus
+    path: str
+    sql: str
+    sql_path: str | None = None
+    overridden_by: SourceType | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def schedules(self) -> bool:
+        """Whether this entry becomes a DAG (it is the winning copy of its dataset)."""
+        return self.status is not DatasetStatus.OVERRIDDEN
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """Everything one scan of a store found."""
+
+    store: str
+    entries: tuple[SpecEntry, ...]
+    problems: tuple[DliError, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def active(self) -> list[SpecEntry]:
+        """The winning entry of each dataset (status ``active`` or ``paused``): what becomes a DAG."""
+        return [e for e in self.entries if e.schedules]
+
+    def get(self, name: str, source: SourceType | None = None) -> SpecEntry:
+        """The entry for a dataset: the winning one, or the one of ``source``.
+
+        :raises DatasetNotFoundError: naming close matches.
+        """
+        matches = [e for e in self.entries if e.name == name and (source is None or e.source is source)]
+        if source is None:
+            matches = sorted(matches, key=lambda e: (not e.schedules, e.source is not SourceType.CODE))
+        if matches:
+            return matches[0]
+        for problem in self.problems:
+            if f"'{name}'" in problem.message:
+                raise DatasetNotFoundError(
+                    f"Dataset {name!r} is in the store {self.store} but its spec has a problem: {problem.message}",
+                    hint="fix the spec (`dli spec validate` shows every problem)",
+                )
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted({e.name for e in self.entries}), n=3)
+        suggestion = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise DatasetNotFoundError(f"Dataset {name!r} is not in the store {self.store}.{suggestion}")
+
+
+class SpecStore(ABC):
+    """A place that holds ``code/`` and ``manual/`` spec files. Subclasses list and read files."""
+
+    #: How the store is named to users (a path or an ``s3://`` URL).
+    url: str
+
+    @abstractmethod
+    def list_files(self, prefix: SourceType) -> list[StoreFile]:
+        """Every file under ``prefix/`` (paths relative to the store root, posix style)."""
+
+    @abstractmethod
+    def read_bytes(self, path: str) -> bytes:
+        """The content of one file (path relative to the store root)."""
+
+    def display(self, path: str) -> str:
+        """A file's name as users see it in messages."""
+        return f"{self.url.rstrip('/')}/{path}"
+
+    def scan(self) -> StoreSnapshot:
+        """Load, validate and resolve every spec of the store, isolating each file's faults."""
+        listed: dict[SourceType, list[StoreFile]] = {prefix: self.list_files(prefix) for prefix in PREFIXES}
+        return resolve(self, listed)
+
+
+def resolve(store: SpecStore, listed: dict[SourceType, list[StoreFile]]) -> StoreSnapshot:
+    """Load every spec of ``listed`` from ``store`` and resolve code over manual."""
+    problems: list[DliError] = []
+    loaded: dict[SourceType, list[tuple[DatasetSpec, StoreFile, str, str | None]]] = {p: [] for p in PREFIXES}
+    # names that a broken code file still declares: its manual twin stays overridden, so a bad deploy
+    # never silently swaps in an old manual copy
+    claimed_by_broken_code: set[str] = set()
+    all_paths = {f.path for files in listed.values() for f in files}
+    for prefix in PREFIXES:
+        for file in sorted(listed[prefix], key=lambda f: f.path):
+            if not file.path.endswith(SPEC_SUFFIXES):
+                continue
+            try:
+                spec, sql, sql_path = load_entry(store, file.path, all_paths)
+            except DliError as exc:
+                problems.append(exc)
+                if prefix is SourceType.CODE:
+                    name = _declared_name(store, file.path)
+                    if name:
+                        claimed_by_broken_code.add(name)
+                continue
+            loaded[prefix].append((spec, file, sql, sql_path))
+
+    entries: list[SpecEntry] = []
+    code_names: set[str] = set(claimed_by_broken_code)
+    for prefix in PREFIXES:
+        by_name: dict[str, list[tuple[DatasetSpec, StoreFile, str, str | None]]] = {}
+        for item in loaded[prefix]:
+            by_name.setdefault(item[0].name, []).append(item)
+        for name, items in sorted(by_name.items()):
+            if prefix is SourceType.CODE:
+                code_names.add(name)
+            if len(items) > 1:
+                files = [store.display(i[1].path) for i in items]
+                problems.append(
+                    SpecConflictError(
+                        f"Dataset {name!r} is declared by {len(files)} files under {prefix.value}/: "
+                        + " and ".join(files),
+                        problems=[Problem(f"declares dataset {name!r}", file=f, field="name") for f in files],
+                    )
+                )
+                continue
+            spec, file, sql, sql_path = items[0]
+            if prefix is SourceType.MANUAL and name in code_names:
+                status, overridden_by = DatasetStatus.OVERRIDDEN, SourceType.CODE
+            else:
+                enabled = spec.schedule.enabled if spec.schedule else True
+                status, overridden_by = (DatasetStatus.ACTIVE if enabled else DatasetStatus.PAUSED), None
+            entries.append(
+                SpecEntry(
+                    spec=spec,
+                    source=prefix,
+                    status=status,
+                    path=file.path,
+                    sql=sql,
+                    sql_path=sql_path,
+                    overridden_by=overridden_by,
+                )
+            )
+    entries.sort(key=lambda e: (e.name, e.source.value))
+    return StoreSnapshot(store=store.url, entries=tuple(entries), problems=tuple(problems))
+
+
+def load_entry(store: SpecStore, path: str, all_paths: set[str] | None = None) -> tuple[DatasetSpec, str, str | None]:
+    """Load one spec file and its SQL; check the SQL template.
+
+    :returns: the spec, the SQL template text, and the SQL file's store path (``None`` for inline SQL).
+    """
+    from dli_airflow.sql import check_template
+
+    shown = store.display(path)
+    spec = load_spec(store.read_bytes(path), shown)
+    if spec.query is not None:
+        sql, sql_path = spec.query, None
+    else:
+        sql_path = sql_location(spec.query_file or "", path, shown)
+        if all_paths is not None and sql_path not in all_paths:
+            raise SpecValidationError(
+                f"{shown}: query_file: {spec.query_file!r} does not exist (looked for {store.display(sql_path)})",
+                hint="put the SQL file beside the spec, or fix the name",
+                problems=[Problem("file not found", file=shown, field="query_file")],
+            )
+        raw = store.read_bytes(sql_path)
+        if len(raw) > MAX_SQL_BYTES:
+            raise SpecValidationError(
+                f"{store.display(sql_path)}: the SQL file is {len(raw) / 1e6:.1f} MB; the limit is "
+                f"{MAX_SQL_BYTES // (1024 * 1024)} MB"
+            )
+        try:
+            sql = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SpecValidationError(
+                f"{store.display(sql_path)}: the SQL file is not UTF-8 (offset {exc.start})",
+                hint="save the SQL file as UTF-8",
+            ) from None
+        if not sql.strip():
+            raise SpecValidationError(f"{store.display(sql_path)}: the SQL file is empty", hint="write the query")
+    check_template(sql, spec, store.display(sql_path) if sql_path else shown)
+    return spec, sql, sql_path
+
+
+def sql_location(query_file: str, spec_path: str, shown: str) -> str:
+    """The store path of a spec's ``query_file``, refusing anything that leaves the store."""
+    if not query_file.strip():
+        raise SpecValidationError(f"{shown}: query_file: is empty", hint="name the SQL file beside the spec")
+    if query_file.startswith(("/", "\\")) or (len(query_file) > 1 and query_file[1] == ":"):
+        raise SpecValidationError(
+            f"{shown}: query_file: {query_file!r} is an absolute path",
+            hint="give a path relative to the spec file, e.g. 'daily_clicks.sql'",
+            problems=[Problem("absolute path", file=shown, field="query_file")],
+        )
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(spec_path), query_file.replace("\\", "/")))
+    if joined.startswith("../") or joined == ".." or ".." in query_file.replace("\\", "/").split("/"):
+        raise SpecValidationError(
+            f"{shown}: query_file: {query_file!r} uses '..'",
+            hint="keep the SQL file beside the spec (or below it) inside the store",
+            problems=[Problem("path escapes", file=shown, field="query_file")],
+        )
+    return joined
+
+
+def _declared_name(store: SpecStore, path: str) -> str | None:
+    try:
+        document = load_yaml(store.read_bytes(path), path)
+    except (DliError, OSError):
+        return None
+    name = document.get("name") if isinstance(document, dict) else None
+    return name if isinstance(name, str) else None
+
+
+class LocalStore(SpecStore):
+    """A folder holding ``code/`` and ``manual/`` (either may be missing)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+        self.url = str(root)
+        if not self.root.is_dir():
+            raise StoreNotFoundError(f"The spec store {self.url} is not a folder (it should hold code/ and manual/)")
+        self._real_root = self.root.resolve()
+
+    def list_files(self, prefix: SourceType) -> list[StoreFile]:
+        base = self.root / prefix.value
+        if not base.is_dir():
+            return []
+        files: list[StoreFile] = []
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filenames):
+                if filename.startswith("."):
+                    continue
+                full = os.path.join(dirpath, filename)
+                try:
+                    st = os.stat(full)
+                except OSError:
+                    continue  # a dangling link: reported when a spec names it
+                rel = Path(full).relative_to(self.root).as_posix()
+                files.append(StoreFile(rel, f"{st.st_mtime_ns}-{st.st_size}"))
+        return files
+
+    def read_bytes(self, path: str) -> bytes:
+        full = (self.root / path).resolve()
+        if not full.is_relative_to(self._real_root):
+            raise SpecValidationError(
+                f"{self.display(path)} points outside the store (a symlink to {full})",
+                hint="copy the file into the store instead of linking to it",
+            )
+        try:
+            return full.read_bytes()
+        except FileNotFoundError:
+            raise SpecValidationError(f"{self.display(path)} does not exist") from None
+        except OSError as exc:
+            raise SpecValidationError(f"{self.display(path)} cannot be read: {exc.strerror}") from None
+
+
+def open_store(url: str | os.PathLike[str] | None = None) -> SpecStore:
+    """The store named by ``url`` or by ``[dli] spec_store``."""
+    from dli_airflow import config
+
+    target = str(url) if url is not None else config.spec_store()
+    if target.startswith("s3://"):
+        from dli_airflow.s3store import S3Store  # type: ignore[import-not-found]
+
+        return S3Store(target)  # pragma: no cover - issue 5
+    return LocalStore(target)
+
+
+def iter_spec_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Expand CLI arguments: spec files as they are, folders to every ``*.yaml``/``*.yml`` below them."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for filename in sorted(filenames):
+                    if filename.endswith(SPEC_SUFFIXES):
+                        yield Path(dirpath) / filename
+        else:
+            yield path
+
+
+def is_store_root(path: Path) -> bool:
+    return path.is_dir() and any((path / p.value).is_dir() for p in PREFIXES)
+
+
+class SingleFileStore(SpecStore):
+    """Spec files checked one by one (``dli spec validate x.yaml``): the root is the enclosing store, if the file
+    sits under one's ``code/`` or ``manual/``, else the file's own folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = str(root)
+        self._real_root = root.resolve()
+
+    @classmethod
+    def for_file(cls, spec_file: Path) -> SingleFileStore:
+        for parent in spec_file.resolve().parents:
+            if parent.name in {p.value for p in PREFIXES} and is_store_root(parent.parent):
+                return cls(parent.parent)
+        return cls(spec_file.parent)
+
+    def list_files(self, prefix: SourceType) -> list[StoreFile]:  # pragma: no cover - never scanned
+        return []
+
+    read_bytes = LocalStore.read_bytes
+
+    def display(self, path: str) -> str:
+        return path if str(self.root) in {"", "."} else str(self.root / path)
+
+
+__all__ = [
+    "LocalStore",
+    "SpecEntry",
+    "SpecStore",
+    "StoreFile",
+    "StoreSnapshot",
+    "open_store",
+    "resolve",
+    "validate_spec",
+]
