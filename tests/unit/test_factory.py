@@ -1,0 +1,172 @@
+"""The DAG factory and the operator, checked on the airflow.sdk objects directly (no server)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import duckdb
+import pytest
+
+pytest.importorskip("airflow.sdk")
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable  # noqa: E402
+from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
+
+from dli_airflow.factory import ERRORS_DAG_ID, build_dags  # noqa: E402
+from dli_airflow.store import LocalStore  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "store"
+
+
+@pytest.fixture
+def dli_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__DLI__CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AIRFLOW__DLI__DUCKDB_PATH", str(tmp_path / "dli.duckdb"))
+    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def example_dags(dli_env):
+    return build_dags(str(EXAMPLES))
+
+
+def test_one_dag_per_active_dataset(example_dags):
+    active = {e.name for e in LocalStore(EXAMPLES).scan().active}
+    assert set(example_dags) == active
+    assert "analytics.user_metrics" in example_dags
+    # the overridden manual copy is not a DAG: the code one is
+    assert "source:code" in example_dags["analytics.user_metrics"].tags
+
+
+def test_dag_attributes_follow_the_spec(example_dags):
+    dag = example_dags["analytics.daily_clicks"]
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert dag.timetable.expression == "0 9 * * *"
+    assert str(dag.timetable.timezone) == "Asia/Seoul"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.is_paused_upon_creation is False
+    assert set(dag.tags) == {"dli", "source:code", "@data-engineering"}
+    task = dag.get_task("run")
+    assert task.owner == "engineer@example.com"
+    assert task.retries == 2
+    assert task.retry_delay.total_seconds() == 60
+    assert [o.name for o in task.outlets] == ["analytics.daily_clicks"]
+    assert "FROM raw_clicks" in dag.doc_md and "source**: `code`" in dag.doc_md
+    schema = dag.params.get_param("execution_date").schema
+    assert schema["type"] == ["null", "string"] and schema["format"] == "date"
+    assert dag.params.get_param("min_clicks").schema["type"] == ["null", "integer"]
+    assert dag.params["min_clicks"] == 1
+
+
+def test_paused_spec_is_created_paused(example_dags):
+    assert example_dags["reports.ad_hoc_summary"].is_paused_upon_creation is True
+
+
+def test_depends_on_is_an_asset_or_time_schedule(example_dags):
+    dag = example_dags["analytics.campaign_report"]
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    names = [a.name for a in dag.timetable.asset_condition.objects]
+    assert names == ["analytics.daily_clicks"]
+
+
+def test_bad_param_value_is_rejected_by_the_dag_params(example_dags):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = example_dags["analytics.daily_clicks"].params
+    with pytest.raises(ParamValidationError):
+        params.get_param("min_clicks").resolve("many")
+    with pytest.raises(ParamValidationError):
+        params.get_param("execution_date").resolve("15/01/2024")
+    assert params.get_param("execution_date").resolve("2024-01-15") == "2024-01-15"
+    assert params.get_param("execution_date").resolve(None) is None
+
+
+def test_every_dag_survives_serialization(example_dags):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag_id, dag in example_dags.items():
+        data = DagSerialization.to_dict(dag)
+        back = DagSerialization.from_dict(data)
+        assert back.dag_id == dag_id
+        assert list(back.task_dict["run"].template_fields) == ["sql"]
+
+
+def test_broken_spec_is_reported_and_does_not_hide_others(dli_env):
+    store = dli_env / "store"
+    shutil.copytree(EXAMPLES, store)
+    (store / "code" / "broken.yaml").write_text("name: analytics.broken\nowner: me\nquery: SELECT 1\nschedule: {cron: '0 9 * *'}\n")
+    dags = build_dags(str(store))
+    assert "analytics.daily_clicks" in dags and "analytics.broken" not in dags
+    errors = dags[ERRORS_DAG_ID]
+    assert "broken.yaml" in errors.doc_md and "schedule.cron" in errors.doc_md and "DLI-201" in errors.doc_md
+
+
+def test_worker_builds_only_the_dag_it_runs(dli_env, monkeypatch):
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "analytics.daily_clicks")
+    assert list(build_dags(str(EXAMPLES))) == ["analytics.daily_clicks"]
+
+
+def test_unreadable_store_gives_the_errors_dag(dli_env):
+    dags = build_dags(str(dli_env / "nope"))
+    assert list(dags) == [ERRORS_DAG_ID]
+    assert "DLI-102" in dags[ERRORS_DAG_ID].doc_md
+
+
+def test_dag_file_is_the_one_dev_up_writes():
+    from dli_airflow.dev import DAG_FILE_SOURCE
+
+    assert (ROOT / "dags" / "dli_datasets.py").read_text() == DAG_FILE_SOURCE
+
+
+def _context(run_type: str, conf: dict | None = None, params: dict | None = None, logical: datetime | None = None):
+    dag_run = SimpleNamespace(run_type=run_type, conf=conf or {}, run_after=logical)
+    return {"params": params or {}, "dag_run": dag_run, "logical_date": logical}
+
+
+def test_operator_renders_typed_literals_and_runs_on_duckdb(example_dags, dli_env):
+    task = example_dags["analytics.daily_clicks"].get_task("run")
+    # 2024-01-16 00:30 UTC is 09:30 in Seoul: the scheduled run of the 16th
+    ctx = _context("scheduled", params={"min_clicks": 1}, logical=datetime(2024, 1, 16, 0, 30, tzinfo=timezone.utc))
+    task.render_template_fields(ctx)
+    assert "DATE '2024-01-16'" in task.sql and "{{" not in task.sql
+    summary = task.execute(ctx)
+    assert summary["parameters"]["execution_date"] == "2024-01-16"
+    assert summary["columns"] == ["click_date", "campaign", "clicks", "users"]
+    assert len(summary["rows"]) == 3
+    with duckdb.connect(str(dli_env / "dli.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM daily_clicks WHERE click_date = DATE '2024-01-16'").fetchone() == (3,)
+
+
+def test_operator_refuses_a_manual_run_without_a_required_parameter(example_dags):
+    task = example_dags["analytics.daily_clicks"].get_task("run")
+    with pytest.raises(AirflowFailException, match="DLI-203.*execution_date"):
+        task.render_template_fields(_context("manual", params={"execution_date": None}))
+
+
+def test_operator_refuses_unknown_conf_keys(example_dags):
+    task = example_dags["analytics.daily_clicks"].get_task("run")
+    ctx = _context("manual", conf={"execution_date": "2024-01-02", "limt": 3}, params={"execution_date": "2024-01-02"})
+    with pytest.raises(AirflowFailException, match="limt.*Allowed parameters: execution_date \\(required\\)"):
+        task.render_template_fields(ctx)
+
+
+def test_operator_fails_with_the_dli_message_when_sql_fails(dli_env):
+    store = dli_env / "store"
+    (store / "code").mkdir(parents=True)
+    (store / "code" / "bad_sql.yaml").write_text("name: bad_sql\nowner: me\nquery: SELECT * FROM no_such_table\n")
+    task = build_dags(str(store))["bad_sql"].get_task("run")
+    ctx = _context("manual")
+    task.render_template_fields(ctx)
+    from airflow.sdk.exceptions import AirflowException
+
+    with pytest.raises(AirflowException, match="DLI-405.*no_such_table"):
+        task.execute(ctx)
+    assert date.today()  # the failing run leaves the database usable
+    with duckdb.connect(str(dli_env / "dli.duckdb")) as con:
+        con.execute("SELECT 1")
