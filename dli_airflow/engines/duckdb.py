@@ -19,16 +19,20 @@ class DuckDBEngine:
 
     :param path: the database file; ``":memory:"`` for a throw-away database.
     :param read_only: open the file read-only (dry runs, inspection).
+    :param lock_timeout: seconds to wait while another process holds the file for writing.
     """
 
     name = "duckdb"
     dialect = "duckdb"
 
-    def __init__(self, path: str | Path | None = None, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path | None = None, *, read_only: bool = False, lock_timeout: float = 300.0
+    ) -> None:
         from dli_airflow import config
 
         self.path = str(path) if path is not None else str(config.duckdb_path())
         self.read_only = read_only
+        self.lock_timeout = lock_timeout
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
 
@@ -37,13 +41,21 @@ class DuckDBEngine:
 
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return duckdb.connect(self.path, read_only=self.read_only)
-        except duckdb.IOException as exc:
-            raise ExecutionError(
-                f"cannot open the DuckDB database {self.path}: {exc}",
-                hint="another process may hold it open for writing; wait for it or set [dli] duckdb_path",
-            ) from exc
+        # DuckDB lets one process write a file at a time: parallel tasks (LocalExecutor) and a local run
+        # wait their turn instead of failing at once
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(self.path, read_only=self.read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise ExecutionError(
+                        f"cannot open the DuckDB database {self.path}: {exc}",
+                        hint="another process holds it open for writing; wait for it or set [dli] duckdb_path",
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def run(self, statements: list[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
         import duckdb
