@@ -73,109 +73,153 @@ class DliError(Exception):
 
 # 0xx configuration
 class ConfigError(DliError):
+    """A [dli] setting is missing or wrong."""
+
     code = "DLI-001"
     hint = "check the [dli] section of airflow.cfg or the AIRFLOW__DLI__* environment variables"
 
 
 # 1xx not found
 class DatasetNotFoundError(DliError):
+    """No dataset of that name in the store."""
+
     code = "DLI-101"
     hint = "run `dli spec list` to see the datasets of the store"
 
 
 class StoreNotFoundError(DliError):
+    """The spec store does not exist or is not configured."""
+
     code = "DLI-102"
     hint = "set [dli] spec_store (AIRFLOW__DLI__SPEC_STORE) or pass --store to a folder holding code/ and manual/"
 
 
 class SpecFileNotFoundError(DliError):
+    """A spec file or folder given on the command line does not exist."""
+
     code = "DLI-103"
     hint = "check the path; `dli spec validate` takes spec files and store folders"
 
 
 # 2xx validation
 class SpecValidationError(DliError):
+    """A spec file is valid YAML but not a valid Dataset Spec (field, type, rule)."""
+
     code = "DLI-201"
     hint = "fix the spec file; `dli spec schema` prints the JSON Schema your editor can check as you type"
 
 
 class SpecSyntaxError(DliError):
+    """A spec file cannot be read as YAML (syntax, encoding, size, tags, alias bombs)."""
+
     code = "DLI-202"
     hint = "fix the YAML syntax at the line shown (indentation, quotes, a missing ':')"
 
 
 class ParameterError(DliError):
+    """A run parameter is unknown, missing or of the wrong type."""
+
     code = "DLI-203"
 
 
 class SpecConflictError(DliError):
+    """Two files of one prefix declare the same dataset name."""
+
     code = "DLI-204"
     hint = "rename one of the datasets or delete the duplicate file; neither is scheduled until then"
 
 
 class TemplateError(DliError):
+    """The SQL template is invalid (syntax, hand-quoted placeholder, undeclared name)."""
+
     code = "DLI-205"
 
 
 # 3xx transpile
 class TranspileError(DliError):
+    """SQL written for Trino/BigQuery cannot be run faithfully on DuckDB."""
+
     code = "DLI-301"
     hint = "rewrite the construct in SQL DuckDB understands, or run the dataset on its own engine"
 
 
 # 4xx execution
 class ExecutionError(DliError):
+    """The engine could not run the SQL (connection, lock, cancellation)."""
+
     code = "DLI-401"
 
 
 class ExecutionPermissionError(ExecutionError):
+    """The engine refused the SQL for lack of permission."""
+
     code = "DLI-404"
     hint = "ask for access to the objects named above, or check the connection's user"
 
 
 class SqlExecutionError(ExecutionError):
+    """The engine rejected the SQL (syntax, missing table, type error)."""
+
     code = "DLI-405"
     hint = "fix the SQL at the position shown; `dli dataset run NAME --local --dry-run` renders and parses it"
 
 
 class ExecutionTimeoutError(ExecutionError):
+    """The query ran past schedule.timeout_seconds and was cancelled."""
+
     code = "DLI-406"
     hint = "raise schedule.timeout_seconds or make the query cheaper"
 
 
 # 5xx server
 class ServerUnreachableError(DliError):
+    """The Airflow API (or another server) cannot be reached."""
+
     code = "DLI-501"
 
 
 class ServerAuthError(DliError):
+    """The server refused the credentials."""
+
     code = "DLI-502"
 
 
 class StoreUnavailableError(DliError):
+    """The spec store cannot be read right now."""
+
     code = "DLI-503"
     hint = "check the store's server and credentials; DAGs are served from the last good copy meanwhile"
 
 
 class ServerExecutionError(DliError):
+    """The server failed while running the request."""
+
     code = "DLI-504"
 
 
 # 8xx workflow
 class WorkflowNotFoundError(DliError):
+    """No Airflow workflow of that name."""
+
     code = "DLI-800"
     hint = "register it first (`dli workflow register SPEC.yaml`) or check the name with `dli workflow list`"
 
 
 class WorkflowRegistrationError(DliError):
+    """A spec cannot be registered (or unregistered)."""
+
     code = "DLI-801"
 
 
 class WorkflowExecutionError(DliError):
+    """A workflow run cannot be started, stopped or found."""
+
     code = "DLI-802"
 
 
 class WorkflowPermissionError(DliError):
+    """Not allowed: a code-managed workflow, or an overridden one."""
+
     code = "DLI-803"
 
 
@@ -186,6 +230,21 @@ def all_error_classes() -> list[type[DliError]]:
     while stack:
         cls = stack.pop()
         for sub in cls.__subclasses__():
-            seen.append(sub)
+            if sub.__module__ == __name__:
+                seen.append(sub)
             stack.append(sub)
     return sorted(seen, key=lambda c: c.code)
+
+
+def markdown_table() -> str:
+    """The README's error table, generated from the classes above."""
+    lines = ["| code | error | meaning | what to do (default hint) |", "| --- | --- | --- | --- |"]
+    for cls in all_error_classes():
+        meaning = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        hint = (cls.hint or "the message says").replace("|", "\\|")
+        lines.append(f"| `{cls.code}` | `{cls.__name__}` | {meaning} | {hint} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m dli_airflow.errors > table
+    print(markdown_table())

@@ -32,6 +32,24 @@ try:  # the C loader is several times faster; fall back to pure Python where lib
 except AttributeError:  # pragma: no cover
     _Loader = yaml.SafeLoader
 
+_DATE_CONTEXT = "while constructing a date"
+
+
+class _SpecLoader(_Loader):  # type: ignore[valid-type,misc]
+    """The safe loader, but an impossible date (``2024-02-30``) is a marked YAML error, not a bare ValueError."""
+
+
+def _construct_timestamp(loader: Any, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError) as exc:
+        raise yaml.constructor.ConstructorError(
+            _DATE_CONTEXT, node.start_mark, f"{node.value!r} is not a valid date ({exc})", node.start_mark
+        ) from None
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
 
 class SourceType(str, Enum):
     CODE = "code"
@@ -46,6 +64,14 @@ class DatasetStatus(str, Enum):
 
 ParamType = Literal["string", "date", "integer", "number", "boolean"]
 EngineName = Literal["duckdb", "trino", "bigquery"]
+
+
+class _FieldError(ValueError):
+    """A cross-field error that names its field: pydantic reports model-validator errors without a loc."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class _Model(BaseModel):
@@ -72,7 +98,7 @@ class ParameterSpec(_Model):
             raise ValueError("'params' is reserved (the template exposes parameters as params.<name>); rename it")
         return value
 
-    @field_validator("default")
+    @field_validator("default", mode="before")
     @classmethod
     def _default_matches_type(cls, value: Any, info: ValidationInfo) -> Any:
         param_type = info.data.get("type")
@@ -102,9 +128,9 @@ class NotificationSpec(_Model):
     @model_validator(mode="after")
     def _fields_for_type(self) -> NotificationSpec:
         if self.type == "email" and not self.to:
-            raise ValueError("an email notification needs 'to: [someone@example.com]'")
+            raise _FieldError("to", "an email notification needs 'to: [someone@example.com]'")
         if self.type == "webhook" and not self.conn_id:
-            raise ValueError("a webhook notification needs 'conn_id' (an HTTP connection holding the URL)")
+            raise _FieldError("conn_id", "a webhook notification needs 'conn_id' (an HTTP connection holding the URL)")
         return self
 
 
@@ -204,33 +230,39 @@ class DatasetSpec(_Model):
     @model_validator(mode="after")
     def _cross_field(self) -> DatasetSpec:
         if (self.query is None) == (self.query_file is None):
-            raise ValueError(
+            raise _FieldError(
+                "query" if self.query is None else "query_file",
                 "give exactly one of 'query' (inline SQL) or 'query_file' (a .sql file beside the spec)"
                 if self.query is None
-                else "has both 'query' and 'query_file'; keep one"
+                else "has both 'query' and 'query_file'; keep one",
             )
         if self.query is not None and not self.query.strip():
-            raise ValueError("'query' is empty; write the SQL or use query_file")
+            raise _FieldError("query", "'query' is empty; write the SQL or use query_file")
         seen: set[str] = set()
-        for param in self.parameters:
+        for index, param in enumerate(self.parameters):
             if param.name in seen:
-                raise ValueError(f"parameter {param.name!r} is declared twice; parameter names must be unique")
+                raise _FieldError(
+                    f"parameters[{index}].name",
+                    f"parameter {param.name!r} is declared twice; parameter names must be unique",
+                )
             seen.add(param.name)
         if self.name in self.depends_on:
-            raise ValueError("depends_on lists the dataset itself; remove it")
+            raise _FieldError("depends_on", "depends_on lists the dataset itself; remove it")
         schedule = self.schedule
         if schedule is not None:
             if schedule.cron is None and not self.depends_on:
-                raise ValueError(
+                raise _FieldError(
+                    "schedule.cron",
                     "schedule has no cron and the dataset has no depends_on; add schedule.cron (e.g. '0 9 * * *') "
-                    "or depends_on, or remove the schedule section"
+                    "or depends_on, or remove the schedule section",
                 )
             if schedule.enabled:
-                for param in self.parameters:
+                for index, param in enumerate(self.parameters):
                     if param.required and param.default is None and param.name != "execution_date":
-                        raise ValueError(
+                        raise _FieldError(
+                            f"parameters[{index}].required",
                             f"parameter {param.name!r} is required and has no default, so a scheduled run could "
-                            "never start; give it a default, make it optional, or set schedule.enabled: false"
+                            "never start; give it a default, make it optional, or set schedule.enabled: false",
                         )
         return self
 
@@ -298,7 +330,7 @@ def load_yaml(data: bytes | str, path: str) -> Any:
             f"{path}: the file is empty",
             hint="a Dataset Spec needs at least name, owner and query or query_file (see `dli spec schema`)",
         )
-    loader = _Loader(text)
+    loader = _SpecLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -310,7 +342,9 @@ def load_yaml(data: bytes | str, path: str) -> Any:
         line = f":{mark.line + 1}" if mark is not None else ""
         raise SpecSyntaxError(
             f"{path}{line}: {exc.problem}",
-            hint="Dataset Specs are plain YAML: remove tags such as !!python/object",
+            hint="write dates as YYYY-MM-DD, e.g. 2024-01-15"
+            if exc.context == _DATE_CONTEXT
+            else "Dataset Specs are plain YAML: remove tags such as !!python/object",
         ) from None
     except yaml.composer.ComposerError as exc:
         mark = exc.problem_mark
@@ -419,6 +453,9 @@ def _problem(err: dict[str, Any], path: str, document: dict[str, Any]) -> Proble
     hint: str | None = None
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _FieldError):
+        field = f"{field}{'' if not field or cause.field.startswith('[') else '.'}{cause.field}"
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
         model = _model_at(loc[:-1])

@@ -228,6 +228,7 @@ def find_quoted_placeholders(source: str) -> list[_Placeholder]:
     found: list[_Placeholder] = []
     in_string: str | None = None  # the quote we are inside: ' (string), " or ` (quoted identifier)
     in_block_comment = False
+    in_line_comment = False  # a -- comment runs to the end of the line, across placeholders in it
     current: list[str] = []
     start_line = 1
     try:
@@ -239,7 +240,10 @@ def find_quoted_placeholders(source: str) -> list[_Placeholder]:
             i = 0
             while i < len(value):
                 ch = value[i]
-                if in_block_comment:
+                if in_line_comment:
+                    if ch == "\n":
+                        in_line_comment = False
+                elif in_block_comment:
                     if value.startswith("*/", i):
                         in_block_comment = False
                         i += 1
@@ -247,9 +251,8 @@ def find_quoted_placeholders(source: str) -> list[_Placeholder]:
                     if ch == in_string:
                         in_string = None
                 elif value.startswith("--", i):
-                    end = value.find("\n", i)
-                    i = len(value) if end < 0 else end
-                    continue
+                    in_line_comment = True
+                    i += 1
                 elif value.startswith("/*", i):
                     in_block_comment = True
                     i += 1
@@ -260,8 +263,8 @@ def find_quoted_placeholders(source: str) -> list[_Placeholder]:
             current = []
             start_line = lineno
         elif kind == "variable_end":
-            if in_string and not in_block_comment:
-                found.append(_Placeholder(start_line, "{{ " + " ".join(current) + " }}"))
+            if in_string and not (in_block_comment or in_line_comment):
+                found.append(_Placeholder(start_line, "{{ " + " ".join("".join(current).split()) + " }}"))
         else:
             current.append(str(value))
     return found
@@ -269,12 +272,14 @@ def find_quoted_placeholders(source: str) -> list[_Placeholder]:
 
 @lru_cache(maxsize=8)
 def _environment(dialect: str) -> jinja2.Environment:
-    from jinja2 import StrictUndefined
+    from jinja2 import StrictUndefined, Undefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def finalize(value: Any) -> str:
         if isinstance(value, SqlFragment):
             return str(value)
+        if isinstance(value, Undefined):
+            return str(value)  # StrictUndefined raises UndefinedError, naming the missing variable
         return sql_literal(value, dialect)
 
     env = ImmutableSandboxedEnvironment(
@@ -337,6 +342,8 @@ def render_sql(sql: str, values: Mapping[str, Any], *, dialect: str = "duckdb", 
         return env.from_string(sql).render(context)
     except UndefinedError as exc:
         raise TemplateError(f"{path}: {exc.message}", hint="declare the name under parameters") from None
+    except TemplateError as exc:  # a value that has no SQL literal
+        raise TemplateError(f"{path}: {exc.message}", hint=exc.hint) from None
     except SecurityError as exc:
         raise TemplateError(f"{path}: not allowed in a SQL template: {exc}") from None
     except JinjaTemplateError as exc:

@@ -12,6 +12,7 @@ conflict: neither is scheduled until it is fixed. One broken file never hides th
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 from abc import ABC, abstractmethod
@@ -28,6 +29,8 @@ from dli_airflow.errors import (
     StoreNotFoundError,
 )
 from dli_airflow.spec import DatasetSpec, DatasetStatus, SourceType, load_spec, load_yaml, validate_spec
+
+log = logging.getLogger(__name__)
 
 PREFIXES = (SourceType.CODE, SourceType.MANUAL)
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -140,8 +143,17 @@ def resolve(store: SpecStore, listed: dict[SourceType, list[StoreFile]]) -> Stor
                 continue
             try:
                 spec, sql, sql_path = load_entry(store, file.path, all_paths)
-            except DliError as exc:
-                problems.append(exc)
+            except Exception as exc:  # isolation point: one spec file never hides the others
+                if isinstance(exc, DliError):
+                    error = exc
+                else:
+                    log.exception("unexpected error loading spec %s", store.display(file.path))
+                    error = SpecValidationError(
+                        f"{store.display(file.path)}: cannot be loaded ({type(exc).__name__}: {exc})",
+                        hint="fix the file; if it looks right, report this as a dli-airflow bug",
+                    )
+                log.debug("spec %s: [%s] %s", store.display(file.path), error.code, error.message)
+                problems.append(error)
                 if prefix is SourceType.CODE:
                     name = _declared_name(store, file.path)
                     if name:
@@ -208,7 +220,14 @@ def load_entry(store: SpecStore, path: str, all_paths: set[str] | None = None) -
                 hint="put the SQL file beside the spec, or fix the name",
                 problems=[Problem("file not found", file=shown, field="query_file")],
             )
-        raw = store.read_bytes(sql_path)
+        try:
+            raw = store.read_bytes(sql_path)
+        except SpecValidationError as exc:  # e.g. a symlink that leads out of the store
+            raise SpecValidationError(
+                f"{shown}: query_file: {exc.message}",
+                hint=exc.hint,
+                problems=[Problem(exc.message, file=shown, field="query_file")],
+            ) from exc
         if len(raw) > MAX_SQL_BYTES:
             raise SpecValidationError(
                 f"{store.display(sql_path)}: the SQL file is {len(raw) / 1e6:.1f} MB; the limit is "

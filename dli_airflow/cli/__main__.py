@@ -1,0 +1,3 @@
+from dli_airflow.cli import main
+
+main()

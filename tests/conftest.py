@@ -1,0 +1,79 @@
+"""Fixtures shared by every test layer (unit, integration, e2e). Layer-specific fixtures live beside their tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_STORE = ROOT / "examples" / "store"
+SPEC_FIXTURES = ROOT / "tests" / "fixtures" / "specs"
+
+
+@pytest.fixture
+def dli_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No `[dli]` setting leaks in from the machine: AIRFLOW_HOME is a fresh folder, the env vars are cleared.
+
+    Returns the AIRFLOW_HOME folder; the DuckDB file defaults to ``<home>/dli/dli.duckdb``.
+    """
+    home = tmp_path / "airflow_home"
+    home.mkdir()
+    for key in list(os.environ):
+        if key.startswith("AIRFLOW__DLI__"):
+            monkeypatch.delenv(key)
+    monkeypatch.delenv("AIRFLOW_CONFIG", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def examples_store() -> Path:
+    """The repository's example store (read only: copy it with ``store_copy`` to change it)."""
+    return EXAMPLES_STORE
+
+
+@pytest.fixture
+def store_copy(tmp_path: Path) -> Path:
+    """A writable copy of the example store."""
+    target = tmp_path / "store"
+    shutil.copytree(EXAMPLES_STORE, target)
+    return target
+
+
+@pytest.fixture
+def make_store(tmp_path: Path) -> Callable[..., Path]:
+    """Build a store from ``{"code/a.yaml": text_or_bytes, ...}``; text is dedented. Returns the store root."""
+
+    def make(files: dict[str, str | bytes], root: Path | None = None) -> Path:
+        base = root or tmp_path / "store"
+        base.mkdir(parents=True, exist_ok=True)
+        for rel, content in files.items():
+            path = base / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+        return base
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def dli_command() -> list[str]:
+    """How to run the ``dli`` command in a subprocess: ``python -m dli_airflow.cli`` of the interpreter running
+    the tests, else the installed ``dli`` script (one of them must exist: nothing skips)."""
+    import importlib.util
+
+    if importlib.util.find_spec("dli_airflow.cli.__main__") is not None:
+        return [sys.executable, "-m", "dli_airflow.cli"]
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which("dli", path=search)
+    assert found, f"the dli script is not installed next to {sys.executable} nor on PATH; run `pip install -e .`"
+    return [found]

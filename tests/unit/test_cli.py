@@ -1,0 +1,379 @@
+"""The `dli spec` and `dli dataset run --local` commands, through typer's CliRunner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import jsonschema
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dli_airflow.cli import app
+
+pytestmark = pytest.mark.usefixtures("dli_isolated")
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
+MakeStore = Callable[..., Path]
+DAILY = "analytics.daily_clicks"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def bad_store(make_store: MakeStore) -> Path:
+    return make_store(
+        {
+            "code/good.yaml": "name: s.good\nowner: me\nquery: SELECT 1\n",
+            "code/bad.yaml": (
+                "name: s.bad\nowner: me\nquery: SELECT 1\nschedule:\n  cron: '0 9 * * *'\n  retry: {max_attemps: 3}\n"
+            ),
+        }
+    )
+
+
+def _tables(db: Path) -> set[str]:
+    if not db.exists():
+        return set()
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        return {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    finally:
+        conn.close()
+
+
+# -- dli spec validate --------------------------------------------------------------------------------------
+
+
+def test_validate_example_store(runner: CliRunner, examples_store: Path) -> None:
+    result = runner.invoke(app, ["spec", "validate", str(examples_store)])
+    assert result.exit_code == 0, result.output
+    assert "5 valid, 0 errors" in result.stdout
+    assert "analytics.daily_clicks" in result.stdout
+
+
+def test_validate_store_with_a_bad_file(runner: CliRunner, bad_store: Path) -> None:
+    result = runner.invoke(app, ["spec", "validate", str(bad_store)])
+    assert result.exit_code == 1
+    assert "[DLI-201]" in result.stderr
+    assert f"{bad_store}/code/bad.yaml" in result.stderr
+    assert "schedule.retry.max_attemps" in result.stderr and "did you mean 'max_attempts'?" in result.stderr
+    assert "1 valid, 1 error" in result.stderr
+    assert "Traceback" not in result.output
+    assert "s.good" in result.stdout
+
+
+def test_validate_json(runner: CliRunner, bad_store: Path) -> None:
+    result = runner.invoke(app, ["spec", "validate", str(bad_store), "--format", "json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["ok"] is False
+    assert [v["dataset"] for v in data["valid"]] == ["s.good"]
+    [error] = data["errors"]
+    assert error["code"] == "DLI-201"
+    assert error["problems"][0]["field"] == "schedule.retry.max_attemps"
+    assert error["problems"][0]["file"] == f"{bad_store}/code/bad.yaml"
+
+
+def test_validate_files_and_folders_of_fixtures(runner: CliRunner) -> None:
+    good = runner.invoke(app, ["spec", "validate", str(FIXTURES / "good")])
+    assert good.exit_code == 0, good.output
+    assert "4 valid, 0 errors" in good.stdout
+    bad_files = sorted((FIXTURES / "bad").glob("*.y*ml"))
+    bad = runner.invoke(app, ["spec", "validate", "-f", "json", *map(str, bad_files)])
+    assert bad.exit_code == 1
+    data = json.loads(bad.stdout)
+    assert data["valid"] == [] and len(data["errors"]) == len(bad_files)
+
+
+def test_validate_missing_path(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["spec", "validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "[DLI-103]" in result.stderr and "nope.yaml" in result.stderr
+
+
+# -- dli spec list ------------------------------------------------------------------------------------------
+
+
+def test_list_shows_the_overridden_manual_spec(runner: CliRunner, examples_store: Path) -> None:
+    result = runner.invoke(app, ["spec", "list", "--store", str(examples_store)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if "analytics.user_metrics" in line]
+    assert len(lines) == 2
+    assert any("manual" in line and "overridden (by code)" in line for line in lines)
+    assert any("code" in line and "active" in line for line in lines)
+
+
+def test_list_source_manual(runner: CliRunner, examples_store: Path) -> None:
+    result = runner.invoke(app, ["spec", "list", "--store", str(examples_store), "--source", "manual", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    rows = {(d["dataset"], d["status"]) for d in json.loads(result.stdout)["datasets"]}
+    assert rows == {("analytics.user_metrics", "overridden"), ("reports.ad_hoc_summary", "paused")}
+    table = runner.invoke(app, ["spec", "list", "--store", str(examples_store), "--source", "manual"])
+    assert "analytics.daily_clicks" not in table.stdout and "reports.ad_hoc_summary" in table.stdout
+
+
+def test_list_json_fields(runner: CliRunner, examples_store: Path) -> None:
+    data = json.loads(runner.invoke(app, ["spec", "list", "--store", str(examples_store), "-f", "json"]).stdout)
+    daily = next(d for d in data["datasets"] if d["dataset"] == DAILY)
+    assert daily == {
+        "dataset": DAILY,
+        "source": "code",
+        "status": "active",
+        "overridden_by": None,
+        "cron": "0 9 * * *",
+        "timezone": "Asia/Seoul",
+        "owner": "engineer@example.com",
+        "engine": "duckdb",
+        "file": "code/analytics/daily_clicks.yaml",
+    }
+    assert data["errors"] == []
+
+
+def test_list_warns_about_broken_specs(runner: CliRunner, bad_store: Path) -> None:
+    result = runner.invoke(app, ["spec", "list", "--store", str(bad_store)])
+    assert result.exit_code == 0
+    assert "s.good" in result.stdout and "s.bad" not in result.stdout
+    assert "1 spec file(s) have problems" in result.stderr
+
+
+def test_list_uses_the_configured_store(
+    runner: CliRunner, examples_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__DLI__SPEC_STORE", str(examples_store))
+    result = runner.invoke(app, ["spec", "list", "-f", "json"])
+    assert result.exit_code == 0 and len(json.loads(result.stdout)["datasets"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["--source", "git"], "DLI-203"), (["--store", "/no/such/store"], "DLI-102")],
+    ids=["bad-source", "missing-store"],
+)
+def test_list_errors(runner: CliRunner, examples_store: Path, args: list[str], code: str) -> None:
+    result = runner.invoke(app, ["spec", "list", "--store", str(examples_store), *args])
+    assert result.exit_code == 1
+    assert f"Error [{code}]" in result.stderr and "Traceback" not in result.output
+
+
+# -- dli spec schema ----------------------------------------------------------------------------------------
+
+
+def _yaml_as_json(path: Path) -> object:
+    # editors read YAML dates as strings; so does this check
+    return json.loads(json.dumps(yaml.safe_load(path.read_text(encoding="utf-8")), default=str))
+
+
+def test_schema_validates_every_example_and_rejects_unknown_keys(runner: CliRunner, examples_store: Path) -> None:
+    result = runner.invoke(app, ["spec", "schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    specs = sorted(examples_store.rglob("*.yaml")) + sorted((FIXTURES / "good").glob("*.y*ml"))
+    assert len(specs) >= 9
+    for path in specs:
+        errors = [e.message for e in validator.iter_errors(_yaml_as_json(path))]
+        assert errors == [], (path, errors)
+    typo = {"name": "a", "owner": "b", "query": "SELECT 1", "ownr": "x"}
+    assert any("ownr" in e.message for e in validator.iter_errors(typo))
+    nested = {
+        "name": "a",
+        "owner": "b",
+        "query": "SELECT 1",
+        "schedule": {"cron": "0 9 * * *", "retry": {"max_attemps": 3}},
+    }
+    assert not validator.is_valid(nested)
+    assert not validator.is_valid({"name": "a", "owner": "b", "query": "x", "engine": "trinoo"})
+    assert not validator.is_valid({"owner": "b", "query": "x"})
+
+
+def test_schema_to_a_file(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "dataset-spec.schema.json"
+    result = runner.invoke(app, ["spec", "schema", "-o", str(out)])
+    assert result.exit_code == 0
+    assert json.loads(out.read_text())["title"] == "dli Dataset Spec"
+    assert result.stdout == ""
+
+
+# -- dli dataset run --local --------------------------------------------------------------------------------
+
+
+def _run(runner: CliRunner, store: Path, db: Path, *args: str):  # noqa: ANN202 - click's Result
+    return runner.invoke(app, ["dataset", "run", DAILY, "--local", "--store", str(store), "--duckdb", str(db), *args])
+
+
+def test_run_prints_the_rows(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
+    result = _run(runner, examples_store, tmp_path / "w.duckdb", "-p", "execution_date=2024-01-15")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if "2024-01-15" in line and "campaign_" in line]
+    assert len(rows) == 3
+    assert all("20" in row and "17" in row for row in rows)
+    assert "statement 6: ok" in result.stdout
+
+
+def test_run_json_rows_are_objects_keyed_by_column(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
+    result = _run(
+        runner,
+        examples_store,
+        tmp_path / "w.duckdb",
+        "-p",
+        "execution_date=2024-01-15",
+        "-p",
+        "min_clicks=5",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["dataset"] == DAILY and data["dry_run"] is False
+    [run] = data["runs"]
+    assert run["parameters"] == {"execution_date": "2024-01-15", "min_clicks": 5, "campaign": None}
+    assert run["rows"] == [
+        {"click_date": "2024-01-15", "campaign": f"campaign_{i}", "clicks": 20, "users": 17} for i in range(3)
+    ]
+    assert len(run["statements"]) == len(run["rows_affected"]) == 6
+
+
+def test_run_string_parameter_is_a_literal(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    hostile = "campaign_1' OR '1'='1"
+    result = _run(
+        runner, examples_store, db, "-p", "execution_date=2024-01-15", "-p", f"campaign={hostile}", "-f", "json"
+    )
+    assert result.exit_code == 0, result.output
+    [run] = json.loads(result.stdout)["runs"]
+    assert "campaign = 'campaign_1'' OR ''1''=''1'" in run["statements"][4]
+    assert run["rows"] == []  # no campaign has that name; nothing extra comes back
+
+
+def test_dry_run_runs_nothing(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    result = _run(runner, examples_store, db, "-p", "execution_date=2024-01-15", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "dry run ok: 6 statement(s)" in result.stdout
+    assert "DATE '2024-01-15'" in result.stdout
+    assert _tables(db) == set()
+    as_json = json.loads(
+        _run(runner, examples_store, db, "-p", "execution_date=2024-01-15", "--dry-run", "-f", "json").stdout
+    )
+    assert as_json["dry_run"] is True and as_json["runs"][0]["rows"] is None
+    assert _tables(db) == set()
+
+
+def test_unknown_parameter(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
+    result = _run(runner, examples_store, tmp_path / "w.duckdb", "-p", "execution_date=2024-01-15", "-p", "min_click=3")
+    assert result.exit_code == 1
+    assert "Error [DLI-203]" in result.stderr
+    assert "did you mean 'min_clicks'?" in result.stderr
+    assert "Allowed parameters: execution_date (required), min_clicks (optional), campaign (optional)" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["-p", "execution_date=15/01/2024"], "'execution_date'"),
+        (["-p", "execution_date"], "is not key=value"),
+        (["-p", "execution_date=2024-01-15", "-p", "execution_date=2024-01-16"], "given twice"),
+        (["--start", "2024-01-01"], "give both --start and --end"),
+        (["--start", "2024-01-01", "--end", "soon"], "--end 'soon' is not a date"),
+        (["--start", "2024-01-01", "--end", "2024-01-02", "-p", "execution_date=2024-01-01"], "not both"),
+    ],
+    ids=["bad-date", "no-equals", "twice", "start-only", "bad-end", "range-and-date"],
+)
+def test_parameter_errors(
+    runner: CliRunner, examples_store: Path, tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    result = _run(runner, examples_store, tmp_path / "w.duckdb", *args)
+    assert result.exit_code == 1
+    assert "Error [DLI-203]" in result.stderr and fragment in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unknown_dataset(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["dataset", "run", "analytics.daily_clics", "--store", str(examples_store)])
+    assert result.exit_code == 1
+    assert "Error [DLI-101]" in result.stderr and "analytics.daily_clicks" in result.stderr
+
+
+def test_range_makes_one_run_per_day(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    result = _run(runner, examples_store, db, "--start", "2024-01-01", "--end", "2024-01-03", "-f", "json")
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert [r["parameters"]["execution_date"] for r in runs] == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    conn = duckdb.connect(str(db), read_only=True)
+    assert conn.execute("SELECT count(DISTINCT click_date) FROM daily_clicks").fetchone() == (3,)
+    conn.close()
+
+
+def test_run_without_execution_date_uses_today(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    before = datetime.now(ZoneInfo("Asia/Seoul")).date().isoformat()
+    result = _run(runner, examples_store, tmp_path / "w.duckdb", "--dry-run", "-f", "json")
+    after = datetime.now(ZoneInfo("Asia/Seoul")).date().isoformat()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["runs"][0]["parameters"]["execution_date"] in {before, after}
+
+
+def test_sql_error_is_405_without_traceback(runner: CliRunner, make_store: MakeStore, tmp_path: Path) -> None:
+    store = make_store({"code/x.yaml": "name: s.broken\nowner: me\nquery: SELECT * FROM missing_table\n"})
+    args = ["dataset", "run", "s.broken", "--store", str(store), "--duckdb", str(tmp_path / "w.duckdb")]
+    quiet = runner.invoke(app, args)
+    assert quiet.exit_code == 1
+    assert "Error [DLI-405]" in quiet.stderr and "statement 1 of 1" in quiet.stderr
+    assert "Traceback" not in quiet.output
+    verbose = runner.invoke(app, ["--verbose", *args])
+    assert verbose.exit_code == 1
+    assert "Traceback (most recent call last)" in verbose.stderr
+    assert "Error [DLI-405]" in verbose.stderr
+
+
+# -- as a real subprocess -----------------------------------------------------------------------------------
+
+
+def _dli(command: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_subprocess_validate(dli_command: list[str], examples_store: Path, bad_store: Path) -> None:
+    ok = _dli(dli_command, "spec", "validate", str(examples_store))
+    assert ok.returncode == 0, ok.stderr
+    assert "5 valid, 0 errors" in ok.stdout
+    bad = _dli(dli_command, "spec", "validate", str(bad_store))
+    assert bad.returncode == 1
+    assert "[DLI-201]" in bad.stderr and "code/bad.yaml" in bad.stderr and "schedule.retry.max_attemps" in bad.stderr
+    assert "Traceback" not in bad.stderr + bad.stdout
+
+
+def test_subprocess_run_json_and_errors(dli_command: list[str], examples_store: Path, tmp_path: Path) -> None:
+    base = ["dataset", "run", DAILY, "--local", "--store", str(examples_store), "--duckdb", str(tmp_path / "w.duckdb")]
+    ok = _dli(dli_command, *base, "-p", "execution_date=2024-01-15", "--format", "json")
+    assert ok.returncode == 0, ok.stderr
+    rows = json.loads(ok.stdout)["runs"][0]["rows"]
+    assert [r["campaign"] for r in rows] == ["campaign_0", "campaign_1", "campaign_2"]
+    table = _dli(dli_command, *base, "-p", "execution_date=2024-01-16")
+    assert table.returncode == 0 and table.stdout.count("2024-01-16") >= 3
+    bad = _dli(dli_command, *base, "-p", "nope=1")
+    assert bad.returncode == 1
+    assert "Error [DLI-203]" in bad.stderr and "Allowed parameters: execution_date (required)" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    verbose = _dli(dli_command, "--verbose", *base, "-p", "nope=1")
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_subprocess_schema(dli_command: list[str]) -> None:
+    result = _dli(dli_command, "spec", "schema")
+    assert result.returncode == 0
+    jsonschema.Draft202012Validator.check_schema(json.loads(result.stdout))

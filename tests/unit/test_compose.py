@@ -1,0 +1,47 @@
+"""docker-compose.airflow.yml: no Docker daemon runs here, so check what can be checked without one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker", "airflow-triggerer"}
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.airflow.yml").read_text())
+
+
+def _mount(volume: str) -> tuple[str, str]:
+    """``source:target[:mode]`` -> (target, source); the source may hold ``${VAR:-default}``."""
+    if volume.endswith((":ro", ":rw")):
+        volume = volume[:-3]
+    source, _, target = volume.rpartition(":")
+    return target, source
+
+
+def test_names_every_service_of_the_reference_deployment():
+    services = _compose()["services"]
+    assert AIRFLOW_SERVICES | {"postgres", "redis", "airflow-init"} <= set(services)
+    assert services["airflow-worker"]["command"] == "celery worker"
+
+
+def test_airflow_services_mount_dags_and_the_store_and_set_the_spec_store():
+    services = _compose()["services"]
+    for name in AIRFLOW_SERVICES | {"airflow-init"}:
+        service = services[name]
+        env = service["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__DLI__SPEC_STORE"] == "/opt/dli/store", name
+        mounts = dict(_mount(v) for v in service["volumes"])
+        assert mounts["/opt/airflow/dags"] == "./dags", name
+        assert "/opt/dli/store" in mounts, name
+        assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/airflow/dags"
+
+
+def test_the_image_installs_this_package():
+    build = _compose()["services"]["airflow-scheduler"]["build"]
+    assert "pip install" in build["dockerfile_inline"] and "/opt/dli-airflow" in build["dockerfile_inline"]
+    assert (ROOT / build["context"] / "dags" / "dli_datasets.py").is_file()
