@@ -132,7 +132,10 @@ def transpile(sql: str, read: str, write: str, path: str = "<sql>", *, line: int
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         where = f":{first.get('line')}:{first.get('col')}" if first.get("line") else ""
-        near = f" near {first['highlight']!r}" if first.get("highlight") else ""
+        # name the construct: the word before the unexpected token too (QUALIFY in `QUALIFY row_number()`)
+        before = (first.get("start_context") or "").split()
+        token = " ".join(([before[-1]] if before else []) + ([first["highlight"]] if first.get("highlight") else []))
+        near = f" near {token!r}" if token else ""
         raise TranspileError(
             f"{path}{where}: the SQL does not parse as {read}{near}: {first.get('description') or exc}",
             hint=f"fix the SQL near the position shown (is it valid {read} SQL?)",
@@ -191,6 +194,7 @@ def _faithful_for_duckdb(expression: Any, read: str, path: str, source: str = ""
     Trino ``date_diff`` and BigQuery ``TIMESTAMP_DIFF`` count whole units elapsed (DuckDB ``date_sub``),
     not unit boundaries crossed (DuckDB ``date_diff``); date arithmetic on a DATE stays a DATE (DuckDB
     widens it to a TIMESTAMP); a bare DECIMAL/NUMERIC keeps its source precision (DuckDB's is (18,3));
+    BigQuery's ``1.5`` is a FLOAT64, not a DECIMAL;
     day-of-week numbering; a DOUBLE cast to an integer rounds halves away from zero; Trino ``slice`` takes
     a length; Trino ``array_max``/``array_min`` are NULL when an element is NULL.
     """
@@ -233,6 +237,11 @@ def _faithful_for_duckdb(expression: Any, read: str, path: str, source: str = ""
                 return exp.paren(exp.Add(this=node, expression=exp.Literal.number(1)), copy=False)
             if read == "bigquery" and field == "ISOWEEK":
                 return exp.Extract(this=exp.var("WEEK"), expression=node.expression)
+        if read == "bigquery" and isinstance(node, exp.Literal) and not node.is_string and "." in node.this:
+            # BigQuery's 1.5 is a FLOAT64; DuckDB's is a DECIMAL: 1.5e0 is DuckDB's DOUBLE
+            double = node if "e" in node.this.lower() else exp.Literal.number(node.this + "e0")
+            double.type = exp.DataType.build("DOUBLE")
+            return double
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DECIMAL and not node.expressions:
             return exp.DataType.build("DECIMAL(38, 0)" if read == "trino" else "DECIMAL(38, 9)")
         if isinstance(node, (exp.Cast, exp.TryCast)) and node.to.is_type(*exp.DataType.INTEGER_TYPES):
@@ -255,7 +264,8 @@ def _faithful_for_duckdb(expression: Any, read: str, path: str, source: str = ""
             # BigQuery's DATE_ADD/DATE_SUB/DATE_TRUNC return a DATE; DuckDB's return a TIMESTAMP
             return _as_date(node)
         if read == "trino" and is_date(node):
-            if isinstance(node, (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.TimestampTrunc)) and unit_of(node) in _DATE_UNITS:
+            date_function = (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.TimestampTrunc)
+            if isinstance(node, date_function) and unit_of(node) in _DATE_UNITS:
                 return _as_date(node)
             if isinstance(node, (exp.Add, exp.Sub)) and any(
                 isinstance(side, exp.Interval) and side.text("unit").upper() in _DATE_UNITS
@@ -306,6 +316,25 @@ def _refusal(node: Any, read: str) -> str | None:
                 "Trino's slice(array, start, length) takes a length where DuckDB's array_slice takes an end; "
                 "only positive literal start and length are translated"
             )
+    if read == "trino" and isinstance(node, exp.Div):
+        sides = (node.this, node.expression)
+        decimal = any(
+            (isinstance(side, exp.Literal) and not side.is_string and "." in side.name and "e" not in side.name.lower())
+            or (isinstance(side, exp.Cast) and side.to.is_type(exp.DataType.Type.DECIMAL))
+            for side in sides
+        )
+        double = any(
+            (isinstance(side, exp.Literal) and not side.is_string and "e" in side.name.lower())
+            or (isinstance(side, exp.Cast) and side.to.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT))
+            for side in sides
+        )
+        if decimal and not double:
+            return (
+                "Trino rounds a DECIMAL quotient to the larger scale of its operands (1.0 / 3 = 0.3); DuckDB "
+                "returns a DOUBLE (0.333...); cast one side to DOUBLE to say which you mean"
+            )
+    if read == "bigquery" and isinstance(node, exp.Unnest) and node.args.get("offset"):
+        return "BigQuery's WITH OFFSET counts from 0; DuckDB's WITH ORDINALITY counts from 1"
     if read == "bigquery" and isinstance(node, exp.Extract):
         field = node.this.sql(dialect="bigquery").upper() if node.this is not None else ""
         if field.startswith("WEEK"):

@@ -13,14 +13,18 @@ conflict: neither is scheduled until it is fixed. One broken file never hides th
 from __future__ import annotations
 
 import logging
+import contextlib
 import os
 import posixpath
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dli_airflow.errors import (
+    WorkflowPermissionError,
+    WorkflowRegistrationError,
     DatasetNotFoundError,
     DliError,
     Problem,
@@ -127,6 +131,43 @@ class SpecStore(ABC):
         """Load, validate and resolve every spec of the store, isolating each file's faults."""
         listed: dict[SourceType, list[StoreFile]] = {prefix: self.list_files(prefix) for prefix in PREFIXES}
         return resolve(self, listed)
+
+    # -- writes: only ever under manual/ -------------------------------------------------------------------
+    def put_manual(self, path: str, data: bytes) -> None:
+        """Write one file under ``manual/`` (atomically where the backend allows)."""
+        self._put(manual_path(path), data)
+
+    def delete_manual(self, path: str) -> None:
+        """Delete one file under ``manual/``."""
+        self._delete(manual_path(path))
+
+    def _put(self, path: str, data: bytes) -> None:
+        raise WorkflowRegistrationError(f"the store {self.url} is read-only here")
+
+    def _delete(self, path: str) -> None:
+        raise WorkflowRegistrationError(f"the store {self.url} is read-only here")
+
+
+def manual_path(path: str) -> str:
+    """The one guard of every write: ``path`` must be a plain file path under ``manual/``.
+
+    Nothing in this package writes or deletes under ``code/``, which CI owns.
+    """
+    normalized = posixpath.normpath(path.replace("\\", "/"))
+    parts = normalized.split("/")
+    if (
+        path.startswith("/")
+        or normalized.startswith("/")
+        or len(parts) < 2
+        or parts[0] != SourceType.MANUAL.value
+        or any(part in ("", ".", "..") for part in parts)
+        or normalized != path
+    ):
+        raise WorkflowPermissionError(
+            f"refusing to write {path!r}: dli writes only plain files under manual/",
+            hint="code/ is deployed from Git by CI; register the spec as a manual one instead",
+        )
+    return normalized
 
 
 def resolve(store: SpecStore, listed: dict[SourceType, list[StoreFile]]) -> StoreSnapshot:
@@ -317,6 +358,41 @@ class LocalStore(SpecStore):
             raise SpecValidationError(f"{self.display(path)} does not exist") from None
         except OSError as exc:
             raise SpecValidationError(f"{self.display(path)} cannot be read: {exc.strerror}") from None
+
+    def _check_inside_manual(self, path: str, folder: Path) -> None:
+        """Symlinks must not lead a manual/ write into code/ or out of the store."""
+        manual = self.root / SourceType.MANUAL.value
+        real_manual = manual.resolve()
+        real_code = (self.root / SourceType.CODE.value).resolve()
+        real_folder = folder.resolve()
+        if (
+            (manual.exists() and not real_manual.is_relative_to(self._real_root))
+            or real_manual.is_relative_to(real_code)
+            or (folder.exists() and not real_folder.is_relative_to(real_manual))
+        ):
+            raise WorkflowPermissionError(f"refusing to write {path!r}: it resolves outside manual/ (a symlink?)")
+
+    def _put(self, path: str, data: bytes) -> None:
+        target = self.root / path
+        self._check_inside_manual(path, target.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._check_inside_manual(path, target.parent)
+        # write a temporary file beside the target, then rename: a reader never sees half a file
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _delete(self, path: str) -> None:
+        target = self.root / path
+        self._check_inside_manual(path, target.parent)
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
 
 
 def open_store(url: str | os.PathLike[str] | None = None) -> SpecStore:

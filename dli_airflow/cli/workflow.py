@@ -1,0 +1,394 @@
+"""``dli workflow …``: run, backfill, stop, watch, pause and register workflows on Airflow (REST API v2).
+
+Connection: ``DLI_AIRFLOW_URL`` with ``DLI_AIRFLOW_TOKEN`` or ``DLI_AIRFLOW_USERNAME``/``DLI_AIRFLOW_PASSWORD``;
+without them, the local Airflow of ``dli dev up`` (``$DLI_DEV_HOME`` or ``~/.dli/airflow``) when it runs.
+Never imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from dli_airflow.cli._output import FORMAT_OPTION, OutputFormat, parse_params, print_json, print_table
+
+app = typer.Typer(
+    help=(
+        "Run and manage workflows ON AIRFLOW (production runs, schedules, history kept in Airflow). "
+        "To run a dataset on this machine instead, use `dli dataset run NAME --local`."
+    ),
+    no_args_is_help=True,
+)
+
+STORE_OPTION = typer.Option(None, "--store", help="Spec store (folder or s3://); default DLI_SPEC_STORE or [dli] spec_store.")
+DATASET_OPTION = typer.Option(None, "--dataset", "-d", help="Dataset of the run (for runs started by the scheduler or UI).")
+SOURCE_OPTION = typer.Option(None, "--source", help="code or manual (default: the active copy).")
+
+
+def _client(store: Optional[str]) -> Any:
+    from dli_airflow.client import WorkflowClient
+
+    if os.environ.get("DLI_AIRFLOW_URL"):
+        return WorkflowClient.from_env(store=store)
+    from dli_airflow import dev
+
+    home = Path(os.environ.get("DLI_DEV_HOME") or Path.home() / ".dli" / "airflow")
+    status = dev.status(home) if home.is_dir() else None
+    if status is not None and status.running and status.url and status.password:
+        return WorkflowClient(
+            url=status.url, username=status.username, password=status.password, store=store or status.store
+        )
+    return WorkflowClient.from_env(store=store)  # raises the DLI-501 message naming DLI_AIRFLOW_URL
+
+
+def _fmt_time(value: Optional[datetime]) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _echo_result(result: Any, fmt: OutputFormat) -> None:
+    if fmt is OutputFormat.json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        typer.echo(result.message)
+
+
+@app.command("run")
+def run(
+    name: str = typer.Argument(..., help="Dataset name."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Parameter key=value (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and render the SQL; trigger nothing."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the run to end; exit 0 only on COMPLETED."),
+    source: Optional[str] = SOURCE_OPTION,
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Trigger a run on Airflow now (validated parameters; the run id names the dataset)."""
+    with _client(store) as client:
+        result = client.run(name, parse_params(param), dry_run=dry_run, source_type=source)
+        if dry_run:
+            if fmt is OutputFormat.json:
+                print_json(result.model_dump(mode="json"))
+            else:
+                for statement in result.rendered_sql:
+                    typer.echo(statement + ";\n")
+                typer.echo(result.message)
+            return
+        if not wait:
+            _echo_result(result, fmt)
+            return
+        if fmt is OutputFormat.table:
+            typer.echo(result.message)
+        final = _wait_run(client, result.run_id, name, fmt)
+    _finish(final, fmt)
+
+
+def _wait_run(client: Any, run_id: str, dataset: str, fmt: OutputFormat) -> Any:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    last = None
+    with console.status(f"{run_id}: PENDING", spinner="dots") as spinner:
+        for status in client.watch(run_id, dataset=dataset, poll=1.0):
+            last = status
+            spinner.update(f"{run_id}: {status.status.value}")
+    return last
+
+
+def _finish(status: Any, fmt: OutputFormat) -> None:
+    from dli_airflow.workflow import RunStatus
+
+    if fmt is OutputFormat.json:
+        print_json(status.model_dump(mode="json") | {"is_terminal": status.is_terminal})
+    else:
+        duration = f" in {status.duration_seconds:.1f}s" if status.duration_seconds is not None else ""
+        typer.echo(f"{status.run_id}: {status.status.value}{duration}")
+        if status.error_message:
+            typer.echo(f"  error: {status.error_message}")
+    if status.status is not RunStatus.COMPLETED:
+        raise typer.Exit(code=1)
+
+
+@app.command("backfill")
+def backfill(
+    name: str = typer.Argument(..., help="Dataset name."),
+    start: str = typer.Option(..., "--start", "-s", help="First date (YYYY-MM-DD), in the schedule's time zone."),
+    end: str = typer.Option(..., "--end", "-e", help="Last date (YYYY-MM-DD), inclusive."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Extra parameter key=value (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the dates that would run; run nothing."),
+    wait: bool = typer.Option(False, "--wait", help="Show progress; cancel the rest at the first failed date."),
+    source: Optional[str] = SOURCE_OPTION,
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Run every scheduled date from --start to --end in order, one at a time (Airflow's backfill).
+
+    Without --wait, Airflow runs all dates even if one fails; with --wait, the remaining dates are
+    cancelled at the first failure and the command exits 1.
+    """
+    with _client(store) as client:
+        result = client.backfill(name, start, end, parse_params(param), dry_run=dry_run, source_type=source)
+        if dry_run or not wait:
+            if fmt is OutputFormat.json:
+                print_json(result.model_dump(mode="json"))
+            else:
+                typer.echo(result.message)
+                if dry_run:
+                    for moment in result.logical_dates:
+                        typer.echo(f"  {moment.isoformat()}")
+            return
+        if fmt is OutputFormat.table:
+            typer.echo(result.message)
+        runs = _wait_backfill(client, result)
+    from dli_airflow.workflow import RunStatus
+
+    ok = len(runs) == len(result.logical_dates) and all(r.status is RunStatus.COMPLETED for r in runs)
+    if fmt is OutputFormat.json:
+        print_json({"backfill_id": result.backfill_id, "runs": [r.model_dump(mode="json") for r in runs], "ok": ok})
+    else:
+        rows = [(r.logical_date.isoformat() if r.logical_date else "-", r.run_id, r.status.value) for r in runs]
+        print_table(["LOGICAL DATE", "RUN ID", "STATUS"], rows)
+        typer.echo("Backfill COMPLETED" if ok else "Backfill FAILED: the remaining dates were cancelled")
+    if not ok:
+        raise typer.Exit(code=1)
+
+
+def _wait_backfill(client: Any, result: Any) -> list[Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = len(result.logical_dates)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as progress:
+        task = progress.add_task(result.dataset_name, total=total)
+
+        def on_progress(runs: list[Any]) -> None:
+            done = sum(1 for r in runs if r.status.is_terminal)
+            current = next((r for r in runs if not r.status.is_terminal), None)
+            label = f"{result.dataset_name} {current.logical_date:%Y-%m-%d}" if current and current.logical_date else result.dataset_name
+            progress.update(task, completed=done, description=label)
+
+        return client.wait_backfill(result, on_progress=on_progress)
+
+
+@app.command("stop")
+def stop(
+    run_id: str = typer.Argument(..., help="Run id (as printed by `dli workflow run`)."),
+    dataset: Optional[str] = DATASET_OPTION,
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Stop a run: its task process is terminated and the run reads KILLED."""
+    with _client(store) as client:
+        _echo_result(client.stop(run_id, dataset=dataset, wait=15.0), fmt)
+
+
+@app.command("status")
+def status(
+    run_id: str = typer.Argument(..., help="Run id."),
+    dataset: Optional[str] = DATASET_OPTION,
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Show a run's state, its task tries and, for a failed run, the error."""
+    with _client(store) as client:
+        result = client.get_status(run_id, dataset=dataset)
+    if fmt is OutputFormat.json:
+        print_json(result.model_dump(mode="json") | {"is_running": result.is_running, "is_terminal": result.is_terminal,
+                                                     "duration_seconds": result.duration_seconds})
+        return
+    run = result.run
+    typer.echo(f"{run.run_id}  {run.dataset_name}  {run.status.value}  ({run.run_type})")
+    if run.parameters:
+        typer.echo("  parameters: " + ", ".join(f"{k}={v}" for k, v in run.parameters.items()))
+    rows = [
+        (t.task_id, t.state or "-", t.try_number, _fmt_time(t.started_at), _fmt_time(t.finished_at),
+         f"{t.duration_seconds:.1f}s" if t.duration_seconds is not None else "-")
+        for t in result.tasks
+    ]
+    print_table(["TASK", "STATE", "TRY", "START", "END", "DURATION"], rows)
+    if result.error_message:
+        typer.echo(f"error: {result.error_message}")
+
+
+@app.command("list")
+def list_workflows(
+    source: str = typer.Option("all", "--source", help="code, manual or all."),
+    running: bool = typer.Option(False, "--running", help="Only workflows with a queued or running run."),
+    enabled_only: bool = typer.Option(False, "--enabled-only", help="Only active (unpaused) schedules."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Filter by dataset name (substring)."),
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """List workflows: Airflow's DAGs merged with the store (overridden manual specs included)."""
+    with _client(store) as client:
+        result = client.list_workflows(
+            source_type=None if source == "all" else source, dataset_filter=dataset, running_only=running,
+            enabled_only=enabled_only,
+        )
+    if fmt is OutputFormat.json:
+        print_json(result.model_dump(mode="json"))
+        return
+    rows = []
+    for info in result.workflows:
+        next_run = _fmt_time(info.next_run)
+        if info.overridden_by is not None:
+            next_run = f"- (overridden by {info.overridden_by.value})"
+        elif not info.in_airflow:
+            next_run = "- (not in Airflow yet)"
+        rows.append((info.dataset_name, info.source_type.value, info.status.value, info.cron or "-", next_run))
+    print_table(["DATASET", "SOURCE", "STATUS", "CRON", "NEXT RUN"], rows)
+
+
+@app.command("history")
+def history(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only this dataset."),
+    source: str = typer.Option("all", "--source", help="code, manual or all."),
+    limit: int = typer.Option(20, "--limit", "-n", help="How many runs."),
+    run_status: Optional[str] = typer.Option(None, "--status", "-s", help="PENDING|RUNNING|COMPLETED|FAILED|KILLED."),
+    show_dataset_info: bool = typer.Option(False, "--show-dataset-info", help="Add each dataset's owner and schedule."),
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Recent runs, newest first."""
+    with _client(store) as client:
+        result = client.history(
+            dataset_name=dataset, source_type=None if source == "all" else source, run_status=run_status,
+            limit=limit, include_dataset_info=show_dataset_info,
+        )
+    if fmt is OutputFormat.json:
+        print_json(result.model_dump(mode="json"))
+        return
+    columns = ["RUN ID", "DATASET", "STATUS", "TYPE", "STARTED", "DURATION"]
+    if show_dataset_info:
+        columns += ["OWNER", "CRON"]
+    rows = []
+    for run in result.runs:
+        row = [run.run_id, run.dataset_name, run.status.value, run.run_type, _fmt_time(run.started_at),
+               f"{run.duration_seconds:.1f}s" if run.duration_seconds is not None else "-"]
+        if show_dataset_info:
+            info = result.dataset_info.get(run.dataset_name)
+            row += [info.owner if info else "-", (info.cron if info else None) or "-"]
+        rows.append(row)
+    print_table(columns, rows)
+
+
+@app.command("pause")
+def pause(
+    name: str = typer.Argument(..., help="Dataset name."),
+    source: Optional[str] = SOURCE_OPTION,
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Pause a schedule (code and manual workflows alike)."""
+    with _client(store) as client:
+        _echo_result(client.pause(name, source_type=source), fmt)
+
+
+@app.command("unpause")
+def unpause(
+    name: str = typer.Argument(..., help="Dataset name."),
+    source: Optional[str] = SOURCE_OPTION,
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Resume a schedule."""
+    with _client(store) as client:
+        _echo_result(client.unpause(name, source_type=source), fmt)
+
+
+@app.command("get")
+def get(
+    name: str = typer.Argument(..., help="Dataset name."),
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Show one workflow: source, status, schedule, next run, owner, parameters."""
+    from dli_airflow.errors import WorkflowNotFoundError
+
+    with _client(store) as client:
+        info = client.get(name)
+    if info is None:
+        raise WorkflowNotFoundError(f"Workflow {name!r} is neither in Airflow nor in the store")
+    if fmt is OutputFormat.json:
+        print_json(info.model_dump(mode="json"))
+        return
+    data = info.model_dump(mode="json")
+    for key, value in data.items():
+        if value not in (None, [], ()):
+            typer.echo(f"{key:14} {', '.join(value) if isinstance(value, list) else value}")
+
+
+@app.command("logs")
+def logs(
+    run_id: str = typer.Argument(..., help="Run id."),
+    task_id: str = typer.Option("run", "--task", help="Task id."),
+    try_number: Optional[int] = typer.Option(None, "--try", help="Try number (default: the latest)."),
+    dataset: Optional[str] = DATASET_OPTION,
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Print a task try's log."""
+    with _client(store) as client:
+        result = client.logs(run_id, task_id, try_number, dataset=dataset)
+    if fmt is OutputFormat.json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        for line in result.lines:
+            typer.echo(line)
+
+
+@app.command("register")
+def register(
+    spec_path: Path = typer.Argument(..., help="The spec YAML file (its query_file is registered with it)."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="Override schedule.cron."),
+    timezone: Optional[str] = typer.Option(None, "--timezone", help="Override schedule.timezone."),
+    enabled: Optional[bool] = typer.Option(None, "--enabled/--disabled", help="Override schedule.enabled."),
+    retry_max_attempts: Optional[int] = typer.Option(None, "--retry-max-attempts"),
+    retry_delay_seconds: Optional[int] = typer.Option(None, "--retry-delay-seconds"),
+    force: bool = typer.Option(False, "--force", help="Replace a manual spec, or store one a code spec overrides."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before storing a spec that code overrides."),
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Register a spec as a manual workflow (written under manual/ of the store; Airflow picks it up at its next parse)."""
+    from dli_airflow.errors import WorkflowRegistrationError
+
+    with _client(store) as client:
+        kwargs = dict(cron=cron, timezone=timezone, enabled=enabled, retry_max_attempts=retry_max_attempts,
+                      retry_delay_seconds=retry_delay_seconds)
+        try:
+            result = client.register(spec_path, force=force, **kwargs)
+        except WorkflowRegistrationError as exc:
+            if "already exists in code/" not in exc.message or force:
+                raise
+            typer.echo(
+                "Warning: This dataset already exists in Code path.\n"
+                "         Your Manual registration will be overridden by Code.\n"
+                "         The Manual file will be kept but inactive.",
+                err=True,
+            )
+            if not yes and not typer.confirm("Proceed?", default=False):
+                raise typer.Exit(code=1) from None
+            result = client.register(spec_path, force=True, **kwargs)
+    if fmt is OutputFormat.json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        state = result.workflow_info.status.value
+        typer.echo(f"Registered {result.workflow_info.dataset_name} (manual, {state}) as {result.spec_path}")
+
+
+@app.command("unregister")
+def unregister(
+    name: str = typer.Argument(..., help="Dataset name."),
+    store: Optional[str] = STORE_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Remove a manual workflow's spec from the store (code workflows: change them in Git)."""
+    with _client(store) as client:
+        _echo_result(client.unregister(name), fmt)

@@ -1,0 +1,267 @@
+"""The BigQuery engine: the Google provider's ``BigQueryHook``, one standard-SQL query job per statement.
+
+Needs the ``bigquery`` extra (``pip install 'dli-airflow[bigquery]'``); nothing Google is imported
+until a BigQuery dataset runs. The connection is the spec's ``conn_id`` (default
+``google_cloud_default``); the spec's ``project`` and ``location`` override the connection's. Each
+statement's job id, bytes processed and DML rows affected land in its
+:class:`~dli_airflow.engines.StatementResult`; :meth:`BigQueryEngine.cancel` cancels the running job;
+:meth:`BigQueryEngine.dry_run` reports the bytes each statement would scan. Errors: 403 → DLI-404,
+400/404 (invalid query, missing table) → DLI-405 with the line and column, 5xx → DLI-504.
+
+An ``api_endpoint`` in the connection's extra points the client at another endpoint (an emulator, a
+private endpoint); ``is_anonymous: true`` gives anonymous credentials (both read by name).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from dli_airflow.engines import DEFAULT_MAX_ROWS, RunResult, StatementResult
+from dli_airflow.errors import (
+    ConfigError,
+    DliError,
+    ExecutionError,
+    ExecutionPermissionError,
+    ServerExecutionError,
+    SqlExecutionError,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+    from google.cloud.bigquery import Client, QueryJob
+
+    from dli_airflow.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+#: The Airflow connection used when the spec names none.
+DEFAULT_CONN_ID = "google_cloud_default"
+#: Prefix of the job ids this engine creates (so they are easy to find in the BigQuery console).
+JOB_ID_PREFIX = "dli_"
+#: 403 reasons that are limits, not missing permissions.
+_LIMIT_REASONS = frozenset({"quotaExceeded", "rateLimitExceeded", "responseTooLarge", "billingTierLimitExceeded"})
+
+
+class BigQueryEngine:
+    """Runs SQL on BigQuery through the provider's ``BigQueryHook``.
+
+    :param spec: the dataset's spec (``conn_id``, ``project``, ``location``).
+    :param conn_id: the Airflow connection; default the spec's, else ``google_cloud_default``.
+    """
+
+    name = "bigquery"
+    dialect = "bigquery"
+
+    def __init__(self, spec: DatasetSpec | None = None, conn_id: str | None = None) -> None:
+        self.spec = spec
+        self.conn_id = conn_id or (spec.conn_id if spec is not None else None) or DEFAULT_CONN_ID
+        self.project = spec.project if spec is not None else None
+        self.location = spec.location if spec is not None else None
+        self._lock = threading.Lock()
+        self._job: QueryJob | None = None
+        self._cancelled = threading.Event()
+
+    def hook(self) -> BigQueryHook:
+        """The provider hook (standard SQL; the spec's location over the connection's)."""
+        kwargs: dict[str, Any] = {"gcp_conn_id": self.conn_id, "use_legacy_sql": False}
+        if self.location:
+            kwargs["location"] = self.location
+        return _hook_class()(**kwargs)
+
+    def client(self) -> Client:
+        """A ``google.cloud.bigquery.Client`` from the hook, for the spec's project and location."""
+        from airflow.exceptions import AirflowNotFoundException
+        from google.auth.exceptions import GoogleAuthError
+
+        try:
+            hook = self.hook()
+            project = self.project or hook.project_id
+            return hook.get_client(project_id=project, location=self.location or hook.location)
+        except AirflowNotFoundException as exc:
+            raise ConfigError(
+                f"the Airflow connection {self.conn_id!r} for BigQuery is not defined",
+                hint=f"create it (UI, `airflow connections add`, or AIRFLOW_CONN_{self.conn_id.upper()}) "
+                "or set conn_id in the spec",
+            ) from exc
+        except GoogleAuthError as exc:
+            raise ExecutionError(
+                f"cannot get Google credentials from connection {self.conn_id!r}: {type(exc).__name__}",
+                hint="check the connection's key file, keyfile JSON or workload identity",
+            ) from exc
+
+    def run(self, statements: list[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
+        self._cancelled.clear()
+        client = self.client()
+        try:
+            results = [
+                self._run_one(client, sql, index, len(statements), max_rows)
+                for index, sql in enumerate(statements, start=1)
+            ]
+        finally:
+            client.close()
+        return RunResult(tuple(results))
+
+    def dry_run(self, statements: list[str]) -> list[int]:
+        """Bytes each statement would scan, from BigQuery dry-run jobs (nothing runs, nothing is billed)."""
+        from google.cloud.bigquery import QueryJobConfig
+
+        client = self.client()
+        sizes: list[int] = []
+        try:
+            for index, sql in enumerate(statements, start=1):
+                config = QueryJobConfig(dry_run=True, use_query_cache=False, use_legacy_sql=False)
+                try:
+                    job = client.query(sql, job_config=config, job_retry=None)
+                except Exception as exc:
+                    raise self._error(exc, index, len(statements), None) from exc
+                sizes.append(int(job.total_bytes_processed or 0))
+                log.info("BigQuery dry run of statement %d: %s bytes would be processed", index, sizes[-1])
+        finally:
+            client.close()
+        return sizes
+
+    def cancel(self) -> None:
+        """Cancel the running job; safe to call at any time, from any thread."""
+        self._cancelled.set()
+        with self._lock:
+            job = self._job
+        if job is None:
+            return
+        try:
+            job.cancel()
+            log.info("BigQuery job %s: cancel requested", job.job_id)
+        except Exception as exc:  # noqa: BLE001 - cancel is best effort; the job may have finished
+            log.warning("cancelling BigQuery job %s failed: %s", job.job_id, exc)
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _run_one(self, client: Client, sql: str, index: int, total: int, max_rows: int) -> StatementResult:
+        from google.cloud.bigquery import QueryJobConfig
+
+        if self._cancelled.is_set():
+            raise self._cancelled_error(index, total, None)
+        started = time.monotonic()
+        job: QueryJob | None = None
+        config = QueryJobConfig(use_legacy_sql=False, labels=self._labels())
+        try:
+            # job_retry=None: a failed job surfaces at once and Airflow's retries (the spec's) apply
+            job = client.query(sql, job_config=config, job_id_prefix=JOB_ID_PREFIX, job_retry=None)
+            with self._lock:
+                self._job = job
+            if self._cancelled.is_set():
+                job.cancel()
+            log.info("BigQuery job %s: statement %d of %d", job.job_id, index, total)
+            iterator = job.result(max_results=max_rows + 1, job_retry=None)
+            rows = list(iterator)
+        except Exception as exc:
+            if self._cancelled.is_set():
+                raise self._cancelled_error(index, total, job) from exc
+            raise self._error(exc, index, total, job) from exc
+        finally:
+            with self._lock:
+                self._job = None
+        if self._cancelled.is_set():
+            raise self._cancelled_error(index, total, job)
+        columns = tuple(f.name for f in (iterator.schema or ()))
+        truncated = len(rows) > max_rows
+        rows = rows[:max_rows]
+        if job.num_dml_affected_rows is not None:
+            affected: int | None = int(job.num_dml_affected_rows)
+        else:
+            affected = None if truncated or not columns else len(rows)
+        log.info(
+            "BigQuery job %s: %s, %s bytes processed, %s row(s) affected",
+            job.job_id,
+            job.statement_type or "query",
+            job.total_bytes_processed,
+            "?" if affected is None else affected,
+        )
+        return StatementResult(
+            sql=sql,
+            rows_affected=affected,
+            columns=columns,
+            rows=tuple(tuple(row.values()) for row in rows),
+            truncated=truncated,
+            query_id=job.job_id,
+            bytes_processed=job.total_bytes_processed,
+            seconds=time.monotonic() - started,
+        )
+
+    def _labels(self) -> dict[str, str]:
+        if self.spec is None:
+            return {}
+        # label values: lower case letters, digits, _ and -, at most 63 characters
+        return {"dli_dataset": re.sub(r"[^a-z0-9_-]", "_", self.spec.name.lower())[:63]}
+
+    def _cancelled_error(self, index: int, total: int, job: QueryJob | None) -> ExecutionError:
+        jid = f" (job {job.job_id})" if job is not None else ""
+        return ExecutionError(f"statement {index} of {total} was cancelled on BigQuery{jid}", hint="run it again")
+
+    def _error(self, exc: Exception, index: int, total: int, job: QueryJob | None) -> DliError:
+        import requests
+        from google.api_core.exceptions import GoogleAPICallError
+        from google.auth.exceptions import GoogleAuthError
+
+        where = f"statement {index} of {total}"
+        jid = f" (job {job.job_id})" if job is not None and job.job_id else ""
+        if isinstance(exc, GoogleAuthError):
+            return ExecutionError(
+                f"{where}: cannot get Google credentials from connection {self.conn_id!r}: {type(exc).__name__}",
+                hint="check the connection's key file, keyfile JSON or workload identity",
+            )
+        if not isinstance(exc, GoogleAPICallError):
+            if isinstance(exc, (requests.RequestException, OSError)):
+                return ExecutionError(
+                    f"{where}: cannot reach BigQuery through connection {self.conn_id!r}: {type(exc).__name__}",
+                    hint="check the network and the connection's api_endpoint",
+                )
+            return ExecutionError(f"{where} failed on BigQuery{jid}: {type(exc).__name__}: {_first_line(str(exc))}")
+        code = exc.code if isinstance(exc.code, int) else 0
+        reason = (exc.errors[0] or {}).get("reason") if exc.errors else None
+        message = _api_message(exc)
+        if code in (401, 403) and reason not in _LIMIT_REASONS:
+            return ExecutionPermissionError(f"{where} was refused by BigQuery{jid}: {message}")
+        if code in (400, 404):
+            position = re.search(r"at \[(\d+):(\d+)\]", message)
+            at = f" at line {position.group(1)}, column {position.group(2)}" if position else ""
+            return SqlExecutionError(f"{where} failed on BigQuery{jid}{at}: {message}")
+        if code >= 500 or code in (403, 429):
+            return ServerExecutionError(
+                f"{where} failed inside BigQuery{jid}: {reason or code}: {message}",
+                hint="a server-side failure or limit, not the SQL: the task retries; if it persists, give the "
+                "job id to the BigQuery admins",
+            )
+        return ExecutionError(f"{where} failed on BigQuery{jid}: {reason or code}: {message}")
+
+
+def _api_message(exc: Any) -> str:
+    """The server's message, without the URL and the footer the client library appends."""
+    errors = getattr(exc, "errors", None) or []
+    text = (errors[0] or {}).get("message") if errors else None
+    return _first_line(text or getattr(exc, "message", "") or str(exc))
+
+
+def _first_line(text: str) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0] if text else ""
+
+
+@functools.cache
+def _hook_class() -> type[BigQueryHook]:
+    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+
+    class DliBigQueryHook(BigQueryHook):
+        """``BigQueryHook`` that honours an ``api_endpoint`` in the connection's extra.
+
+        ``BigQueryHook.get_client`` builds the client with ``get_client_options()``, which supports an
+        ``api_endpoint_override`` but is never given one from the connection; this feeds it.
+        """
+
+        def get_client_options(self, api_endpoint_override: str | None = None) -> Any:
+            return super().get_client_options(api_endpoint_override or self._get_field("api_endpoint"))
+
+    return DliBigQueryHook

@@ -1,0 +1,267 @@
+"""The Trino engine: the Trino provider's ``TrinoHook``, statement by statement on one connection.
+
+The connection is the spec's ``conn_id`` (default ``trino_default``); the spec's ``catalog`` and
+``schema`` override the connection's. Each statement's query id and rows affected land in its
+:class:`~dli_airflow.engines.StatementResult`; :meth:`TrinoEngine.cancel` cancels the running query on
+the server (``DELETE nextUri``). Trino's errors become DLI errors: PERMISSION_DENIED → DLI-404, user
+errors (syntax, missing table...) → DLI-405 with the line and column, internal/external/resource
+errors → DLI-504. No credential ever reaches a message.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from dli_airflow.engines import DEFAULT_MAX_ROWS, RunResult, StatementResult
+from dli_airflow.errors import (
+    ConfigError,
+    DliError,
+    ExecutionError,
+    ExecutionPermissionError,
+    ServerExecutionError,
+    SqlExecutionError,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.trino.hooks.trino import TrinoHook
+
+    from dli_airflow.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+#: The Airflow connection used when the spec names none.
+DEFAULT_CONN_ID = "trino_default"
+#: Trino error names that mean "not allowed".
+PERMISSION_ERRORS = frozenset({"PERMISSION_DENIED", "ACCESS_DENIED"})
+
+
+class TrinoEngine:
+    """Runs SQL on Trino through the provider's ``TrinoHook``.
+
+    :param spec: the dataset's spec (``conn_id``, ``catalog``, ``schema``).
+    :param conn_id: the Airflow connection; default the spec's, else ``trino_default``.
+    """
+
+    name = "trino"
+    dialect = "trino"
+
+    def __init__(self, spec: DatasetSpec | None = None, conn_id: str | None = None) -> None:
+        self.spec = spec
+        self.conn_id = conn_id or (spec.conn_id if spec is not None else None) or DEFAULT_CONN_ID
+        self.catalog = spec.catalog if spec is not None else None
+        self.schema = spec.db_schema if spec is not None else None
+        self._lock = threading.Lock()
+        self._cursor: Any = None
+        self._cancelled = threading.Event()
+        self._secrets: tuple[str, ...] = ()
+
+    def hook(self) -> TrinoHook:
+        """The provider hook, with the spec's catalog and schema over the connection's."""
+        return _hook_class()(trino_conn_id=self.conn_id, catalog=self.catalog, db_schema=self.schema)
+
+    def run(self, statements: list[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
+        self._cancelled.clear()
+        conn = self._connect()
+        results: list[StatementResult] = []
+        try:
+            try:
+                cursor = conn.cursor(stats_callback=self._on_stats)
+            except TypeError:  # trino clients before 0.331 have no stats callback: cancel() alone then
+                cursor = conn.cursor()
+            with self._lock:
+                self._cursor = cursor
+            for index, sql in enumerate(statements, start=1):
+                results.append(self._run_one(cursor, sql, index, len(statements), max_rows))
+        finally:
+            with self._lock:
+                self._cursor = None
+            conn.close()
+        return RunResult(tuple(results))
+
+    def cancel(self) -> None:
+        """Cancel the running query on the server; safe to call at any time, from any thread."""
+        self._cancelled.set()
+        with self._lock:
+            cursor = self._cursor
+        if cursor is None:
+            return
+        try:
+            cursor.cancel()
+        except Exception as exc:  # noqa: BLE001 - cancel is best effort; the stats callback tries again
+            log.warning("cancelling the Trino query failed: %s", self._redact(str(exc)))
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        from airflow.exceptions import AirflowNotFoundException
+        from trino.exceptions import Error as TrinoError
+
+        hook = self.hook()
+        try:
+            connection = hook.get_connection(self.conn_id)
+            extra = connection.extra_dejson
+            self._secrets = tuple(
+                s for s in (connection.password, extra.get("jwt__token"), extra.get("password")) if s
+            )
+            return hook.get_conn()
+        except AirflowNotFoundException as exc:
+            raise ConfigError(
+                f"the Airflow connection {self.conn_id!r} for Trino is not defined",
+                hint=f"create it (UI, `airflow connections add`, or AIRFLOW_CONN_{self.conn_id.upper()}) "
+                "or set conn_id in the spec",
+            ) from exc
+        except (TrinoError, ValueError) as exc:
+            raise ExecutionError(
+                f"cannot open a Trino connection with {self.conn_id!r}: {self._redact(str(exc))}",
+                hint="check the connection's host, port, protocol and authentication settings",
+            ) from exc
+
+    def _run_one(self, cursor: Any, sql: str, index: int, total: int, max_rows: int) -> StatementResult:
+        import requests
+        from trino.exceptions import Error as TrinoError, HttpError, TrinoQueryError
+
+        if self._cancelled.is_set():
+            raise self._cancelled_error(index, total, None)
+        started = time.monotonic()
+        try:
+            cursor.execute(sql)
+            log.info("Trino query %s: statement %d of %d", cursor.query_id, index, total)
+            rows: list[Any] = []
+            if cursor.description:
+                rows = cursor.fetchmany(max_rows + 1)
+            truncated = len(rows) > max_rows
+            if truncated:
+                cursor.cancel()  # the rest is not needed: free the server
+        except TrinoQueryError as exc:
+            if self._cancelled.is_set():
+                raise self._cancelled_error(index, total, exc.query_id) from exc
+            raise self._query_error(exc, index, total) from exc
+        except (HttpError, TrinoError, requests.RequestException) as exc:
+            if self._cancelled.is_set():
+                raise self._cancelled_error(index, total, cursor.query_id) from exc
+            raise self._transport_error(exc, index, total) from exc
+        if self._cancelled.is_set():  # the client stops quietly once its query is cancelled
+            raise self._cancelled_error(index, total, cursor.query_id)
+        rows = rows[:max_rows]
+        columns = tuple(d[0] for d in cursor.description or ())
+        if cursor.update_type:
+            affected = cursor.rowcount if cursor.rowcount >= 0 else None
+        else:
+            affected = None if truncated else len(rows)
+        stats = cursor.stats or {}
+        log.info(
+            "Trino query %s: %s, %s row(s) affected",
+            cursor.query_id,
+            cursor.update_type or "query",
+            "?" if affected is None else affected,
+        )
+        return StatementResult(
+            sql=sql,
+            rows_affected=affected,
+            columns=columns,
+            rows=tuple(tuple(r) for r in rows),
+            truncated=truncated,
+            query_id=cursor.query_id,
+            bytes_processed=stats.get("processedBytes"),
+            seconds=time.monotonic() - started,
+        )
+
+    def _on_stats(self, stats: dict[str, Any]) -> None:
+        # called on every page the client receives: a cancel that came before the query had a nextUri
+        # (so the client could not send the DELETE yet) is carried out here
+        if not self._cancelled.is_set():
+            return
+        with self._lock:
+            cursor = self._cursor
+        if cursor is not None and stats.get("state") not in {"FINISHED", "FAILED"}:
+            cursor.cancel()
+
+    def _cancelled_error(self, index: int, total: int, query_id: str | None) -> ExecutionError:
+        qid = f" (query {query_id})" if query_id else ""
+        return ExecutionError(f"statement {index} of {total} was cancelled on Trino{qid}", hint="run it again")
+
+    def _query_error(self, exc: Any, index: int, total: int) -> DliError:
+        where = f"statement {index} of {total}"
+        qid = f" (query {exc.query_id})" if exc.query_id else ""
+        name = exc.error_name or "UNKNOWN"
+        message = self._redact(_strip_location(exc.message))
+        if name in PERMISSION_ERRORS:
+            return ExecutionPermissionError(f"{where} was refused by Trino{qid}: {message}")
+        if name == "USER_CANCELED":
+            return ExecutionError(
+                f"{where} was cancelled on the Trino server{qid}: {message}",
+                hint="someone cancelled the query on the server; run it again",
+            )
+        if exc.error_type == "USER_ERROR":
+            location = exc.error_location
+            at = f" at line {location[0]}, column {location[1]}" if location else ""
+            return SqlExecutionError(f"{where} failed on Trino{qid}{at}: {name}: {message}")
+        return ServerExecutionError(
+            f"{where} failed inside Trino{qid}: {exc.error_type or 'ERROR'} {name}: {message}",
+            hint="a server-side failure, not the SQL: the task retries; if it persists, give the query id "
+            "to the Trino operators",
+        )
+
+    def _transport_error(self, exc: Exception, index: int, total: int) -> DliError:
+        from trino.exceptions import HttpError
+
+        where = f"statement {index} of {total}"
+        text = self._redact(str(exc))[:500]
+        if isinstance(exc, HttpError) and text.startswith(("error 401", "error 403")):
+            return ExecutionPermissionError(
+                f"{where}: Trino refused the credentials of connection {self.conn_id!r}: {text}",
+                hint="check the connection's login and authentication settings",
+            )
+        if isinstance(exc, HttpError) and text.startswith("error 5"):
+            return ServerExecutionError(f"{where}: Trino answered {text}", hint="the server failed; the task retries")
+        return ExecutionError(
+            f"{where}: cannot talk to Trino through connection {self.conn_id!r}: {text}",
+            hint="check that Trino is up and the connection's host, port and protocol",
+        )
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _strip_location(message: str) -> str:
+    """Trino prefixes user errors with ``line 1:8: ``; the DLI message says the position itself."""
+    import re
+
+    return re.sub(r"^line \d+:\d+: ", "", (message or "").strip())
+
+
+@functools.cache
+def _hook_class() -> type[TrinoHook]:
+    from airflow.providers.trino.hooks.trino import TrinoHook
+
+    class DliTrinoHook(TrinoHook):
+        """``TrinoHook`` whose connection carries the spec's catalog and schema.
+
+        ``TrinoHook.get_conn`` reads the catalog only from the connection's extra and the schema only
+        from the connection, so the override is applied to (a copy of) the connection it reads.
+        """
+
+        def __init__(self, *args: Any, catalog: str | None = None, db_schema: str | None = None, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.catalog_override = catalog
+            self.schema_override = db_schema
+
+        def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
+            connection = super().get_connection(conn_id)
+            if not (self.catalog_override or self.schema_override):
+                return connection
+            connection = copy.copy(connection)
+            if self.schema_override:
+                connection.schema = self.schema_override
+            if self.catalog_override:
+                connection.extra = json.dumps({**connection.extra_dejson, "catalog": self.catalog_override})
+            return connection
+
+    return DliTrinoHook

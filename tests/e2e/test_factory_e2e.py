@@ -1,0 +1,137 @@
+"""The DAG factory on a real Airflow 3: the DAG list, typed params, a real run on DuckDB, assets, broken specs."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import httpx
+
+from dli_airflow.store import LocalStore
+
+
+def _wait(predicate, timeout: float = 120, interval: float = 1.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def _dli_dags(api: httpx.Client) -> dict[str, dict]:
+    response = api.get("/dags", params={"tags": "dli", "limit": 1000})
+    response.raise_for_status()
+    return {d["dag_id"]: d for d in response.json()["dags"]}
+
+
+def _wait_run(api: httpx.Client, dag_id: str, run_id: str, timeout: float = 180) -> dict:
+    def done():
+        run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
+        return run if run.get("state") in {"success", "failed"} else None
+
+    return _wait(done, timeout, what=f"run {run_id} of {dag_id} to finish")
+
+
+def test_dag_list_equals_the_active_datasets_of_the_store(airflow, e2e_store):
+    snapshot = LocalStore(e2e_store).scan()
+    with airflow.api() as api:
+        dags = _dli_dags(api)
+    assert set(dags) == {e.name for e in snapshot.active}
+    # the manual copy overridden by code is not a DAG of its own: the one DAG is the code one
+    assert "source:code" in {t["name"] for t in dags["analytics.user_metrics"]["tags"]}
+    assert dags["reports.ad_hoc_summary"]["is_paused"] is True
+    assert dags["analytics.daily_clicks"]["is_paused"] is False
+
+
+def test_params_show_in_the_trigger_form(airflow):
+    with airflow.api() as api:
+        details = api.get("/dags/analytics.daily_clicks/details").json()
+    params = details["params"]
+    assert params["min_clicks"]["value"] == 1
+    assert params["min_clicks"]["schema"]["type"] == ["null", "integer"]
+    assert params["execution_date"]["schema"]["format"] == "date"
+    assert "required" in params["execution_date"]["description"]
+
+
+def test_triggered_run_with_parameters_writes_the_expected_rows(airflow):
+    run_id = f"e2e_params_{int(time.time())}"
+    with airflow.api() as api:
+        response = api.post(
+            "/dags/analytics.daily_clicks/dagRuns",
+            json={"logical_date": None, "dag_run_id": run_id, "conf": {"execution_date": "2024-01-15", "min_clicks": 20}},
+        )
+        assert response.status_code == 200, response.text
+        run = _wait_run(api, "analytics.daily_clicks", run_id)
+        assert run["state"] == "success", run
+        xcom = api.get(
+            f"/dags/analytics.daily_clicks/dagRuns/{run_id}/taskInstances/run/xcomEntries/return_value"
+        ).json()
+        rendered = api.get(f"/dags/analytics.daily_clicks/dagRuns/{run_id}/taskInstances/run").json()
+    summary = xcom["value"]
+    assert summary["parameters"]["execution_date"] == "2024-01-15"
+    assert [r[1] for r in summary["rows"]] == ["campaign_0", "campaign_1", "campaign_2"]
+    assert "DATE '2024-01-15'" in rendered["rendered_fields"]["sql"]
+    database = Path(airflow.home) / "dli.duckdb"
+    with duckdb.connect(str(database), read_only=True) as con:
+        rows = con.execute(
+            "SELECT campaign, clicks FROM daily_clicks WHERE click_date = DATE '2024-01-15' ORDER BY campaign"
+        ).fetchall()
+    assert rows == [("campaign_0", 20), ("campaign_1", 20), ("campaign_2", 20)]
+
+
+def test_bad_parameter_value_is_rejected_by_airflow(airflow):
+    with airflow.api() as api:
+        response = api.post(
+            "/dags/analytics.daily_clicks/dagRuns",
+            json={"logical_date": None, "conf": {"execution_date": "2024-01-15", "min_clicks": "many"}},
+        )
+    assert response.status_code == 400, response.text
+    assert "min_clicks" in response.text
+
+
+def test_depends_on_triggers_the_downstream_dataset(airflow):
+    with airflow.api() as api:
+        started = datetime.now().astimezone()
+        run_id = f"e2e_assets_{int(time.time())}"
+        response = api.post(
+            "/dags/analytics.daily_clicks/dagRuns",
+            json={"logical_date": None, "dag_run_id": run_id, "conf": {"execution_date": "2024-01-16"}},
+        )
+        assert response.status_code == 200, response.text
+        assert _wait_run(api, "analytics.daily_clicks", run_id)["state"] == "success"
+
+        def downstream_done():
+            runs = api.get(
+                "/dags/analytics.campaign_report/dagRuns",
+                params={"run_type": "asset_triggered", "order_by": "-run_after", "limit": 20},
+            ).json()["dag_runs"]
+            fresh = [r for r in runs if datetime.fromisoformat(r["run_after"]) >= started]
+            return [r for r in fresh if r["state"] == "success"]
+
+        runs = _wait(downstream_done, 180, what="an asset-triggered run of analytics.campaign_report")
+    assert runs[0]["run_type"] == "asset_triggered"
+
+
+def test_broken_spec_is_shown_and_hides_nothing(airflow, e2e_store):
+    broken = e2e_store / "code" / "zz_broken.yaml"
+    broken.write_text("name: analytics.zz_broken\nowner: me\nquery: SELECT 1\nschedule:\n  cron: '0 9 * *'\n")
+    try:
+        with airflow.api() as api:
+
+            def errors_dag():
+                response = api.get("/dags/dli_spec_errors/details")
+                return response.json() if response.status_code == 200 else None
+
+            details = _wait(errors_dag, 120, what="the dli_spec_errors DAG")
+            dags = _dli_dags(api)
+        assert "zz_broken.yaml" in details["doc_md"] and "schedule.cron" in details["doc_md"]
+        assert "DLI-201" in details["doc_md"]
+        assert {"analytics.daily_clicks", "analytics.campaign_report", "reports.ad_hoc_summary"} <= set(dags)
+        assert "analytics.zz_broken" not in dags
+    finally:
+        broken.unlink()
