@@ -36,7 +36,7 @@ from typing import IO, Any, Literal
 
 import httpx
 
-from dli_airflow.errors import DliError, ServerAuthError, ServerUnreachableError, StoreNotFoundError
+from dli_airflow.errors import DevError, DliError, ServerAuthError, ServerUnreachableError, StoreNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,6 @@ _LOG_TAIL_LINES = 40
 _LOG_ROTATE_BYTES = 10 * 1024 * 1024
 # The line the dag-processor's child writes to the per-file log when it starts parsing a file.
 _PARSE_START_EVENT = "Filling up the DagBag from "
-
-
-class DevError(DliError):
-    """The local dev Airflow could not be started, checked or stopped."""
-
-    code = "DLI-010"
-    hint = "see the logs under <home>/logs; `dli dev down --home HOME` stops whatever is left"
 
 
 # --------------------------------------------------------------------------- results

@@ -79,6 +79,13 @@ class ConfigError(DliError):
     hint = "check the [dli] section of airflow.cfg or the AIRFLOW__DLI__* environment variables"
 
 
+class DevError(DliError):
+    """The local dev Airflow (`dli dev`) could not be started, checked or stopped."""
+
+    code = "DLI-010"
+    hint = "see the logs under <home>/logs; `dli dev down --home HOME` stops whatever is left"
+
+
 # 1xx not found
 class DatasetNotFoundError(DliError):
     """No dataset of that name in the store."""
