@@ -59,7 +59,26 @@ def run(
         results = _run_range_with_progress(entry, given, first, last, dry_run, duckdb_path, fmt)
     else:
         results = [run_entry(entry, given, dry_run=dry_run, duckdb_path=duckdb_path)]
-    _print_results(results, fmt, dry_run)
+    estimate = _bigquery_estimate(entry, given) if dry_run and entry.spec.resolved_engine == "bigquery" else None
+    _print_results(results, fmt, dry_run, estimate)
+
+
+def _bigquery_estimate(entry: Any, given: dict[str, str]) -> dict[str, Any]:
+    """Bytes a BigQuery dataset would scan, from dry-run jobs, where the connection and server are reachable."""
+    from dli_airflow.errors import DliError
+    from dli_airflow.local import render_entry, today_in
+
+    try:
+        from dli_airflow.engines.bigquery import BigQueryEngine
+
+        execution_date = today_in(entry.spec) if entry.spec.parameter("execution_date") is not None else None
+        own = render_entry(entry, given, execution_date=execution_date)
+        sizes = BigQueryEngine(spec=entry.spec).dry_run(list(own.statements))
+    except DliError as exc:
+        return {"available": False, "reason": f"[{exc.code}] {exc.message}"}
+    except Exception as exc:  # no google extra, no connection, no network: the estimate is optional
+        return {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"available": True, "bytes_per_statement": sizes, "total_bytes": sum(sizes)}
 
 
 def _run_range_with_progress(entry: Any, given: dict[str, str], first: date, last: date, dry_run: bool,
@@ -84,12 +103,13 @@ def _run_range_with_progress(entry: Any, given: dict[str, str], first: date, las
     return results
 
 
-def _print_results(results: list[Any], fmt: OutputFormat, dry_run: bool) -> None:
+def _print_results(results: list[Any], fmt: OutputFormat, dry_run: bool, estimate: Any = None) -> None:
     if fmt is OutputFormat.json:
         print_json(
             {
                 "dataset": results[0].rendered.dataset if results else None,
                 "dry_run": dry_run,
+                "bigquery_estimate": estimate,
                 "runs": [
                     {
                         "parameters": r.rendered.parameters,
@@ -118,6 +138,12 @@ def _print_results(results: list[Any], fmt: OutputFormat, dry_run: bool) -> None
             for statement in r.rendered.statements:
                 console.print(Syntax(statement + ";", "sql", word_wrap=True))
             console.print(f"[green]dry run ok[/]: {len(r.rendered.statements)} statement(s) render and parse")
+            if estimate is not None:
+                if estimate["available"]:
+                    console.print(f"BigQuery would scan {estimate['total_bytes']:,} bytes "
+                                  f"(per statement: {estimate['bytes_per_statement']})")
+                else:
+                    console.print(f"BigQuery bytes estimate unavailable: {escape(estimate['reason'])}", style="dim")
             continue
         assert r.result is not None
         for index, stmt in enumerate(r.result.statements, start=1):

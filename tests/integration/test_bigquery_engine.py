@@ -219,3 +219,27 @@ def test_importing_dli_airflow_does_not_import_google():
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_cli_dry_run_reports_the_bytes_bigquery_would_scan(bigquery_conn, bigquery_standin, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dli_airflow.cli import app
+
+    store = tmp_path / "store"
+    (store / "code").mkdir(parents=True)
+    (store / "code" / "orders.yaml").write_text(
+        f"name: sales.orders\nowner: o@example.com\nengine: bigquery\nconn_id: {bigquery_conn}\n"
+        "query: SELECT x FROM UNNEST([1, 2, 3]) AS x WHERE x > {{ n }}\n"
+        "parameters: [{name: n, type: integer, default: 1}]\n"
+    )
+    result = CliRunner().invoke(app, ["dataset", "run", "sales.orders", "--store", str(store), "--dry-run",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    estimate = json.loads(result.stdout)["bigquery_estimate"]
+    assert estimate["available"] is True and estimate["bytes_per_statement"] == [estimate["total_bytes"]]
+    assert estimate["total_bytes"] >= 0
+    # the estimate came from the server: a job request reached the stand-in
+    assert any("/jobs" in path or "/queries" in path for _, path in bigquery_standin.requests)
