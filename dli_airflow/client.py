@@ -295,7 +295,7 @@ class WorkflowClient:
     def get(self, dataset_name: str) -> WorkflowInfo | None:
         """The workflow of a dataset (the active copy), or ``None`` if neither Airflow nor the store has it."""
         infos = [i for i in self._infos(only=dataset_name) if i.dataset_name == dataset_name]
-        infos.sort(key=lambda i: i.status is WorkflowStatus_OVERRIDDEN)
+        infos.sort(key=lambda i: i.status is DatasetStatus.OVERRIDDEN)  # the active copy first
         return infos[0] if infos else None
 
     def list_workflows(
@@ -873,9 +873,6 @@ class WorkflowClient:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
-
-WorkflowStatus_OVERRIDDEN = DatasetStatus.OVERRIDDEN
-
 
 def make_run_id(dataset: str, kind: str, *, backfill_id: int | None = None) -> str:
     """``<dataset>__<kind>__<UTC timestamp>`` (so a bare run id names its dataset)."""

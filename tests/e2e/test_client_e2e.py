@@ -80,6 +80,14 @@ def test_parameters_are_validated_before_anything_is_sent(client):
     assert client.history(dataset_name="e2e.daily", limit=100).total_count == before
 
 
+def test_dry_run_renders_and_parses_and_triggers_nothing(client):
+    before = client.history(dataset_name="e2e.daily", limit=100).total_count
+    result = client.run("e2e.daily", {"execution_date": "2023-07-01", "label": "x' OR '1'='1"}, dry_run=True)
+    assert result.dry_run and result.run_id is None
+    assert "VALUES (DATE '2023-07-01', 'x'' OR ''1''=''1', now())" in result.rendered_sql[1]
+    assert client.history(dataset_name="e2e.daily", limit=100).total_count == before
+
+
 def test_failing_dataset_reports_the_sql_error(client):
     result = client.run("e2e.failing")
     final = _final(client, result.run_id)
