@@ -2,35 +2,68 @@
 
 The dag-processor parses the DAG file in a fresh process every few seconds, so an in-memory cache
 would not survive; the resolved :class:`~dli_airflow.store.StoreSnapshot` is pickled under
-``[dli] cache_dir``, keyed by the store's listing (path and version of every file). The same file
-is the last good copy served when the store cannot be read.
+``[dli] cache_dir``, keyed by the store's listing (path and version of every file):
+
+- unchanged store: one listing per prefix (one paginated LIST each on S3), no read, no parse;
+- changed store: only the objects whose version changed are read (a remote store's raw bytes are kept
+  by version, e.g. the S3 ETag, in ``objects-<key>.pickle``), then the whole store is resolved again;
+- unreadable store (server down, timeout, 5xx, access denied, throttling, folder gone): the last good
+  snapshot is served and one warning names the store and the cause; with no last good copy yet the
+  error propagates, and the factory shows it in the ``dli_spec_errors`` DAG instead of dataset DAGs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
 import pickle
 import tempfile
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from dli_airflow import __version__
-from dli_airflow.store import PREFIXES, SpecStore, StoreSnapshot, open_store, resolve
+from dli_airflow.errors import StoreNotFoundError, StoreUnavailableError
+from dli_airflow.store import PREFIXES, SpecStore, StoreFile, StoreSnapshot, open_store, resolve
+from dli_airflow.spec import SourceType
 
 log = logging.getLogger(__name__)
 
-_FORMAT = 1
+_FORMAT = 2
+#: Seconds a parse may spend reading a remote store before it gives up and serves the last good copy
+#: (the dag-processor kills a parse after 30 s, ``[core] dagbag_import_timeout``).
+READ_BUDGET_SECONDS = 20.0
+#: Files fetched ahead, in parallel, when their version changed (specs and their SQL).
+PREFETCH_SUFFIXES = (".yaml", ".yml", ".sql")
+
+#: Raw objects of a remote store: path -> (version, bytes).
+Objects = dict[str, tuple[str, bytes]]
+
+
+def _key(store_url: str) -> str:
+    return hashlib.sha256(store_url.encode()).hexdigest()[:20]
 
 
 def cache_path(store_url: str, cache_dir: Path | None = None) -> Path:
+    """The file holding the last good snapshot of ``store_url``."""
     from dli_airflow import config
 
-    key = hashlib.sha256(store_url.encode()).hexdigest()[:20]
-    return (cache_dir or config.cache_dir()) / f"snapshot-{key}.pickle"
+    return (cache_dir or config.cache_dir()) / f"snapshot-{_key(store_url)}.pickle"
 
 
-def _signature(listed: dict) -> tuple:
+def objects_path(store_url: str, cache_dir: Path | None = None) -> Path:
+    """The file holding the raw objects of a remote store, by version."""
+    from dli_airflow import config
+
+    return (cache_dir or config.cache_dir()) / f"objects-{_key(store_url)}.pickle"
+
+
+def _signature(listed: Mapping[SourceType, list[StoreFile]]) -> tuple:
     return (
         _FORMAT,
         __version__,
@@ -38,38 +71,201 @@ def _signature(listed: dict) -> tuple:
     )
 
 
-def _read(path: Path) -> tuple[tuple, StoreSnapshot] | None:
+def _load(path: Path) -> Any:
     try:
         with path.open("rb") as fh:
-            signature, snapshot = pickle.load(fh)
+            return pickle.load(fh)
     except FileNotFoundError:
         return None
     except Exception as exc:  # a torn or foreign file: rebuild it
-        log.warning("dli: ignoring the unreadable snapshot cache %s: %s", path, exc)
+        log.warning("dli: ignoring the unreadable cache file %s: %s", path, exc)
         return None
-    return signature, snapshot
 
 
-def _write(path: Path, signature: tuple, snapshot: StoreSnapshot) -> None:
+def _read(path: Path) -> tuple[tuple, StoreSnapshot] | None:
+    loaded = _load(path)
+    if not (isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[1], StoreSnapshot)):
+        return None
+    return loaded
+
+
+def _read_objects(path: Path) -> Objects:
+    loaded = _load(path)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _dump(path: Path, value: Any) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump((signature, snapshot), fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            # atomic: parses running at the same time read the old or the new file, never half of one
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     except OSError as exc:
-        log.warning("dli: cannot write the snapshot cache %s: %s", path, exc)
+        log.warning("dli: cannot write the cache file %s: %s", path, exc)
 
 
-def load_snapshot(store: str | SpecStore | None = None, *, cache_dir: Path | None = None) -> StoreSnapshot:
-    """The store's resolved snapshot: from the cache when the listing is unchanged, else a fresh scan."""
-    spec_store = store if isinstance(store, SpecStore) else open_store(store)
-    listed = {prefix: spec_store.list_files(prefix) for prefix in PREFIXES}
-    signature = _signature(listed)
-    path = cache_path(spec_store.url, cache_dir)
+def _write(path: Path, signature: tuple, snapshot: StoreSnapshot) -> None:
+    _dump(path, (signature, snapshot))
+
+
+class _Reader(SpecStore):
+    """The store as :func:`~dli_airflow.store.resolve` sees it: bytes known at the listed version first,
+    the real store for the rest. A store failure is remembered, because ``resolve`` isolates every file's
+    errors and would otherwise report an outage as broken specs."""
+
+    def __init__(self, store: SpecStore, versions: Mapping[str, str], known: Objects) -> None:
+        self.url = store.url
+        self._store = store
+        self._versions = versions
+        self._known = known
+        self.used: Objects = {}
+        self.failure: StoreUnavailableError | None = None
+
+    def list_files(self, prefix: SourceType) -> list[StoreFile]:
+        return self._store.list_files(prefix)
+
+    def display(self, path: str) -> str:
+        return self._store.display(path)
+
+    def read_bytes(self, path: str) -> bytes:
+        version = self._versions.get(path)
+        hit = self._known.get(path)
+        if hit is not None and version is not None and hit[0] == version:
+            self.used[path] = hit
+            return hit[1]
+        try:
+            data = self._store.read_bytes(path)
+        except StoreUnavailableError as exc:
+            self.failure = self.failure or exc
+            raise
+        if version is not None:
+            self.used[path] = (version, data)
+        return data
+
+
+def resolve_fetching(
+    store: SpecStore, listed: Mapping[SourceType, list[StoreFile]], known: Objects | None = None
+) -> tuple[StoreSnapshot, Objects]:
+    """Resolve a listing, reading only the files whose version is not in ``known``.
+
+    A store with ``read_many`` (S3) gets the changed specs and SQL files in one parallel batch first.
+
+    :param known: raw objects from earlier reads; updated in place with what this call fetched
+    :returns: the snapshot, and the raw objects at their listed versions (for the next call's ``known``).
+    :raises StoreUnavailableError: the store failed while being read (never reported as a broken spec).
+    """
+    known = {} if known is None else known
+    versions = {f.path: f.version for files in listed.values() for f in files}
+    stale = [p for p, v in versions.items() if p.endswith(PREFETCH_SUFFIXES) and known.get(p, ("",))[0] != v]
+    read_many = getattr(store, "read_many", None)
+    if read_many is not None and stale:
+        fetched: dict[str, bytes] = {}
+        try:
+            read_many(stale, out=fetched)
+        finally:
+            # kept even when the store fails half-way: the next parse goes on from here
+            for path, data in list(fetched.items()):
+                known[path] = (versions[path], data)
+    reader = _Reader(store, versions, known)
+    snapshot = resolve(reader, dict(listed))
+    known.update(reader.used)
+    if reader.failure is not None:
+        raise reader.failure
+    objects = {p: kv for p, kv in {**known, **reader.used}.items() if versions.get(p) == kv[0]}
+    return snapshot, objects
+
+
+def _when(path: Path) -> str:
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return "at an unknown time"
+    age = max(0, int(time.time() - mtime))
+    stamp = datetime.fromtimestamp(mtime, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{stamp}, {age // 60} min {age % 60} s ago"
+
+
+def _last_good(
+    url: str, exc: StoreNotFoundError | StoreUnavailableError, cache_dir: Path | None, fallback: bool
+) -> StoreSnapshot:
+    """The last good snapshot of ``url`` after ``exc``, with one warning; or ``exc`` when there is none."""
+    if not fallback:
+        raise exc
+    path = cache_path(url, cache_dir)
     cached = _read(path)
-    if cached is not None and cached[0] == signature:
-        return cached[1]
-    snapshot = resolve(spec_store, listed)
+    if cached is None:
+        if isinstance(exc, StoreUnavailableError):
+            raise StoreUnavailableError(
+                f"{exc.message}. There is no last good copy of this store in {path.parent} yet (first start), "
+                "so no dataset DAGs are emitted until the store can be read",
+                hint=exc.hint,
+            ) from exc
+        raise exc
+    snapshot = cached[1]
+    note = (
+        f"[{exc.code}] {exc.message}; serving the last good copy of the store "
+        f"({len(snapshot.active)} dataset DAG(s), read {_when(path)}) until it can be read again"
+    )
+    log.warning("dli: %s", note)
+    return dataclasses.replace(snapshot, warnings=(*snapshot.warnings, note))
+
+
+def load_snapshot(
+    store: str | SpecStore | None = None, *, cache_dir: Path | None = None, fallback: bool = True
+) -> StoreSnapshot:
+    """The store's resolved snapshot: from the cache when the listing is unchanged, else a fresh resolve.
+
+    :param store: a folder, an ``s3://`` URL or a store; default ``[dli] spec_store``
+    :param cache_dir: default ``[dli] cache_dir``
+    :param fallback: serve the last good snapshot (with a warning, and the cause in its ``warnings``)
+        when the store cannot be read; False raises instead (``dli_sync`` must not act on an old copy)
+    :raises StoreUnavailableError: the store cannot be read and there is no last good copy (or no fallback)
+    """
+    if isinstance(store, SpecStore):
+        spec_store = store
+    else:
+        from dli_airflow import config
+
+        target = str(store) if store is not None else config.spec_store()
+        try:
+            spec_store = open_store(target)
+        except (StoreNotFoundError, StoreUnavailableError) as exc:
+            return _last_good(target, exc, cache_dir, fallback)
+    remote = bool(getattr(spec_store, "remote", False))
+    set_deadline = getattr(spec_store, "set_deadline", None)
+    if set_deadline is not None:
+        set_deadline(READ_BUDGET_SECONDS)
+    known: Objects | None = None
+    try:
+        listed = {prefix: spec_store.list_files(prefix) for prefix in PREFIXES}
+        signature = _signature(listed)
+        path = cache_path(spec_store.url, cache_dir)
+        cached = _read(path)
+        if cached is not None and cached[0] == signature:
+            with contextlib.suppress(OSError):
+                os.utime(path)  # its age, shown during an outage, is the time of the last good read
+            return cached[1]
+        known = _read_objects(objects_path(spec_store.url, cache_dir)) if remote else {}
+        snapshot, objects = resolve_fetching(spec_store, listed, known)
+    except StoreUnavailableError as exc:
+        if remote and known:
+            # a first load of a big store may not fit in one parse's budget: keep what was read
+            _dump(objects_path(spec_store.url, cache_dir), known)
+        return _last_good(spec_store.url, exc, cache_dir, fallback)
+    finally:
+        if set_deadline is not None:
+            set_deadline(None)
+    if remote:
+        _dump(objects_path(spec_store.url, cache_dir), objects)
     _write(path, signature, snapshot)
     return snapshot
+
+
+__all__ = ["cache_path", "load_snapshot", "objects_path", "resolve_fetching"]

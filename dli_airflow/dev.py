@@ -694,6 +694,10 @@ def _airflow_env(
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__DLI__SPEC_STORE": store,
             "AIRFLOW__DLI__DUCKDB_PATH": str(paths.home / "dli.duckdb"),
+            # dli_sync applies schedule.enabled changes through the REST API with this connection.
+            "AIRFLOW_CONN_DLI_AIRFLOW_API": json.dumps(
+                {"conn_type": "http", "host": url, "login": USERNAME, "password": _read_password(paths) or ""}
+            ),
             # Log tails must be current when a process dies.
             "PYTHONUNBUFFERED": "1",
         }

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import DAG, Asset, Param, get_parsing_context
 
 from dli_airflow.errors import DliError
+from dli_airflow.sync import SYNC_DAG_ID
 
 if TYPE_CHECKING:
     from dli_airflow.errors import DliError as _DliError
@@ -101,6 +102,7 @@ def _doc(entry: SpecEntry) -> str:
 
 def build_dag(entry: SpecEntry) -> DAG:
     """The DAG of one store entry."""
+    from dli_airflow.notifiers import task_callbacks
     from dli_airflow.operators import DatasetQueryOperator
 
     spec = entry.spec
@@ -139,6 +141,8 @@ def build_dag(entry: SpecEntry) -> DAG:
         source=entry.source.value,
         sql_path=entry.sql_path or entry.path,
         outlets=[asset_for(spec.name)],
+        # on_failure / on_success notifications: task callbacks, run by the worker after the task ends
+        **task_callbacks(spec),
     )
     return dag
 
@@ -172,14 +176,19 @@ def _fail_with(report: str) -> None:
     raise AirflowFailException("dli spec store problems:\n" + report)
 
 
-def build_dags(store: str | None = None, *, snapshot: StoreSnapshot | None = None) -> dict[str, DAG]:
+def build_dags(
+    store: str | None = None, *, snapshot: StoreSnapshot | None = None, maintenance: bool | None = None
+) -> dict[str, DAG]:
     """Every DAG of the store, keyed by dag_id (for the DAG file's globals).
 
     :param store: a folder or ``s3://`` URL; default ``[dli] spec_store``.
     :param snapshot: an already scanned store (tests, benchmarks).
+    :param maintenance: also emit the ``dli_sync`` DAG; by default only for the configured store (no
+        ``store`` and no ``snapshot``, as in the DAG file), since ``dli_sync`` syncs ``[dli] spec_store``.
     """
     from dli_airflow.cache import load_snapshot
 
+    given_snapshot = snapshot is not None
     if snapshot is None:
         try:
             snapshot = load_snapshot(store)
@@ -204,4 +213,12 @@ def build_dags(store: str | None = None, *, snapshot: StoreSnapshot | None = Non
         log.warning("dli: [%s] %s", problem.code, problem.render())
     if problems and wanted in (None, ERRORS_DAG_ID):
         dags[ERRORS_DAG_ID] = build_errors_dag(problems, snapshot.store)
+    emit_sync = maintenance if maintenance is not None else (store is None and not given_snapshot)
+    if emit_sync and wanted in (None, SYNC_DAG_ID):
+        from dli_airflow.sync import build_sync_dag
+
+        try:
+            dags[SYNC_DAG_ID] = build_sync_dag()
+        except Exception as exc:  # isolation point: the maintenance DAG never hides the datasets
+            log.exception("dli: cannot build the %s DAG: %s", SYNC_DAG_ID, exc)
     return dags

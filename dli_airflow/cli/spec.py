@@ -21,7 +21,9 @@ SOURCE_CHOICES = ["code", "manual", "all"]
 
 @app.command("validate")
 def validate(
-    paths: list[Path] = typer.Argument(..., help="Spec files or store folders (holding code/ and manual/)."),
+    paths: list[str] = typer.Argument(
+        ..., help="Spec files, store folders (holding code/ and manual/) or s3://bucket/prefix stores."
+    ),
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Validate spec files and whole stores: YAML, fields, SQL templates, conflicts. Exit 1 on any error."""
@@ -30,7 +32,18 @@ def validate(
 
     checked: list[dict[str, Any]] = []
     errors: list[DliError] = []
-    for path in paths:
+    for raw in paths:
+        if raw.startswith("s3://"):
+            # a whole S3 store: read through [dli] aws_conn_id or the AWS environment
+            snapshot = open_store(raw).scan()
+            for entry in snapshot.entries:
+                checked.append(
+                    {"file": f"{snapshot.store}/{entry.path}", "dataset": entry.name, "source": entry.source.value,
+                     "status": entry.status.value, "ok": True}
+                )
+            errors.extend(snapshot.problems)
+            continue
+        path = Path(raw)
         if not path.exists():
             errors.append(SpecFileNotFoundError(f"{path} does not exist"))
             continue
