@@ -54,6 +54,8 @@ from dli_airflow.workflow import (
 
 log = logging.getLogger(__name__)
 
+#: The conf key that ties the runs of one backfill (dli_airflow.operators.BACKFILL_TOKEN_KEY; no Airflow import here).
+BACKFILL_TOKEN_KEY = "__dli_backfill"
 #: Prefix of the run note that marks a run stopped by a user (KILLED rather than FAILED).
 KILLED_NOTE_PREFIX = "dli: stopped by"
 #: Kinds in run ids the client makes: ``<dataset>__<kind>__<UTC timestamp>``.
@@ -177,6 +179,7 @@ class WorkflowClient:
         params: Any = None,
         ok: tuple[int, ...] = (200,),
         idempotent: bool | None = None,
+        retry_statuses: tuple[int, ...] = (),
     ) -> httpx.Response:
         """Send one API request; map transport and HTTP errors to DLI errors.
 
@@ -184,7 +187,7 @@ class WorkflowClient:
         """
         if idempotent is None:
             idempotent = method in ("GET", "HEAD")
-        attempts = self.retries if idempotent else 1
+        attempts = self.retries if idempotent else (max(self.retries, 6) if retry_statuses else 1)
         refreshed = False
         attempt = 0
         while True:
@@ -196,7 +199,7 @@ class WorkflowClient:
                 response = self._http.request(method, f"/api/v2{path}", json=json, params=params, headers=headers)
                 self.requests_made += 1
             except httpx.TransportError as exc:
-                if attempt < attempts:
+                if idempotent and attempt < attempts:
                     time.sleep(min(0.25 * 2 ** (attempt - 1), 2.0))
                     continue
                 raise self._unreachable(exc) from None
@@ -208,7 +211,8 @@ class WorkflowClient:
                 refreshed = True
                 attempt -= 1
                 continue
-            if status in _RETRY_STATUSES and attempt < attempts:
+            retryable = _RETRY_STATUSES if idempotent else set(retry_statuses)
+            if status in retryable and attempt < attempts:
                 time.sleep(min(0.25 * 2 ** (attempt - 1), 2.0))
                 continue
             if status in ok:
@@ -451,8 +455,9 @@ class WorkflowClient:
         """Backfill with Airflow's backfill API: one run per scheduled time whose local date is in
         [start, end], in order, one at a time (``max_active_runs=1``). ``dry_run`` lists the dates.
 
-        Airflow's backfill does not stop at a failed date by itself: :meth:`wait_backfill` (the CLI's
-        ``--wait``) cancels the remaining runs at the first failure.
+        The runs carry a backfill token in ``conf``: the run of a date whose previous date (same backfill)
+        failed fails at once without running its SQL, so the backfill stops at its first failure;
+        :meth:`wait_backfill` (the CLI's ``--wait``) also cancels the remaining runs in Airflow.
         """
         from dli_airflow.spec import parse_date
 
@@ -467,6 +472,8 @@ class WorkflowClient:
                 hint="drop -p execution_date",
             )
         conf = self._validated_conf_partial(dataset_name, entry, parameters)
+        # ties the runs together: the run of a date after a failed one stops at once (see the operator)
+        conf[BACKFILL_TOKEN_KEY] = f"{_user()}@{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
         tz = ZoneInfo(entry.spec.schedule.timezone if entry is not None and entry.spec.schedule else "UTC")
         from_dt = datetime.combine(start, dtime.min, tzinfo=tz)
         to_dt = datetime.combine(end, dtime.max.replace(microsecond=0), tzinfo=tz)
@@ -499,7 +506,9 @@ class WorkflowClient:
                 message=f"dry run: would run {len(dates)} date(s) from {dates[0]} to {dates[-1]}",
             )
         self._check_runnable(dataset_name, dag)
-        response = self._request("POST", "/backfills", json=body, ok=(200, 409, 422))
+        # Airflow on SQLite answers 503 "Database is locked" when it could not create the backfill: nothing
+        # was created, so trying again is safe
+        response = self._request("POST", "/backfills", json=body, ok=(200, 409, 422), retry_statuses=(503,))
         if response.status_code == 409:
             raise WorkflowExecutionError(
                 f"A backfill of {dataset_name!r} is already running",
@@ -937,7 +946,7 @@ def _run_from(raw: Mapping[str, Any], dag: Mapping[str, Any] | None = None) -> W
         source_type=_source_of(dag),
         status=_status(raw),
         run_type=_AIRFLOW_RUN_TYPES.get(raw.get("run_type") or "manual", "adhoc"),  # type: ignore[arg-type]
-        parameters=dict(raw.get("conf") or {}),
+        parameters={k: v for k, v in (raw.get("conf") or {}).items() if not k.startswith("__dli")},
         logical_date=_dt(raw.get("logical_date")),
         started_at=_dt(raw.get("start_date")),
         finished_at=_dt(raw.get("end_date")),

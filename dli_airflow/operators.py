@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 #: Rows of the last statement kept in the XCom summary.
 XCOM_MAX_ROWS = 20
+#: ``conf`` keys with this prefix are dli's own (not parameters).
+RESERVED_CONF_PREFIX = "__dli"
+#: The ``conf`` key that ties the runs of one dli backfill together.
+BACKFILL_TOKEN_KEY = "__dli_backfill"
 
 
 class DatasetQueryOperator(BaseOperator):
@@ -90,15 +94,37 @@ class DatasetQueryOperator(BaseOperator):
         given = {k: v for k, v in dict(params).items() if k in declared}
         dag_run = context.get("dag_run")
         conf = dict(getattr(dag_run, "conf", None) or {})
-        unknown = sorted(k for k in conf if k not in declared)
+        unknown = sorted(k for k in conf if k not in declared and not k.startswith(RESERVED_CONF_PREFIX))
         if unknown:
             raise ParameterError(
                 f"Unknown parameter(s) {', '.join(map(repr, unknown))} in the run's conf for dataset "
                 f"{self.spec.name!r}. Allowed parameters: {describe_parameters(self.spec)}",
                 hint="trigger again with only the declared parameters",
             )
+        self._stop_after_failed_backfill_date(context, conf)
         scheduled = self._scheduled_date(context)
         return resolve_parameters(self.spec, given, execution_date=scheduled)
+
+    def _stop_after_failed_backfill_date(self, context: Context, conf: dict[str, Any]) -> None:
+        """A dli backfill stops at its first failed date: later dates of the same backfill do not run.
+
+        Airflow's backfill would go on; the client marks its runs with a token in ``conf`` so that the
+        run of the next date can see that the previous date, of the same backfill, failed.
+        """
+        from dli_airflow.errors import WorkflowExecutionError
+
+        token = conf.get(BACKFILL_TOKEN_KEY)
+        ti = context.get("ti")
+        if not token or ti is None or not hasattr(ti, "get_previous_dagrun"):
+            return
+        previous = ti.get_previous_dagrun()
+        if previous is None or (previous.conf or {}).get(BACKFILL_TOKEN_KEY) != token:
+            return
+        if str(previous.state).lower().endswith("failed"):
+            raise WorkflowExecutionError(
+                f"an earlier date of this backfill failed (run {previous.run_id}), so this date is not run",
+                hint="fix the failure, then run the backfill again from the failed date",
+            )
 
     def _scheduled_date(self, context: Context) -> date | None:
         dag_run = context.get("dag_run")

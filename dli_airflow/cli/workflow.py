@@ -126,8 +126,8 @@ def backfill(
 ) -> None:
     """Run every scheduled date from --start to --end in order, one at a time (Airflow's backfill).
 
-    Without --wait, Airflow runs all dates even if one fails; with --wait, the remaining dates are
-    cancelled at the first failure and the command exits 1.
+    It stops at the first failed date: later dates fail at once without running their SQL. With --wait,
+    the remaining runs are also cancelled in Airflow and the command exits 1.
     """
     with _client(store) as client:
         result = client.backfill(name, start, end, parse_params(param), dry_run=dry_run, source_type=source)

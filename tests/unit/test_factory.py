@@ -170,3 +170,24 @@ def test_operator_fails_with_the_dli_message_when_sql_fails(dli_env):
     assert date.today()  # the failing run leaves the database usable
     with duckdb.connect(str(dli_env / "dli.duckdb")) as con:
         con.execute("SELECT 1")
+
+
+def _backfill_context(previous_conf: dict, previous_state: str):
+    previous = SimpleNamespace(run_id="backfill__2024-01-02", state=previous_state, conf=previous_conf)
+    ctx = _context("backfill", conf={"__dli_backfill": "tok-1"}, params={"min_clicks": 1},
+                   logical=datetime(2024, 1, 3, 0, 0, tzinfo=timezone.utc))
+    ctx["ti"] = SimpleNamespace(get_previous_dagrun=lambda: previous)
+    return ctx
+
+
+def test_a_backfill_date_after_a_failed_one_of_the_same_backfill_does_not_run(example_dags):
+    task = example_dags["analytics.daily_clicks"].get_task("run")
+    with pytest.raises(AirflowFailException, match="an earlier date of this backfill failed"):
+        task.render_template_fields(_backfill_context({"__dli_backfill": "tok-1"}, "failed"))
+
+
+@pytest.mark.parametrize(("conf", "state"), [({"__dli_backfill": "tok-0"}, "failed"), ({"__dli_backfill": "tok-1"}, "success"), ({}, "failed")])
+def test_other_backfills_and_successes_do_not_stop_a_date(example_dags, conf, state):
+    task = example_dags["analytics.daily_clicks"].get_task("run")
+    task.render_template_fields(_backfill_context(conf, state))
+    assert "DATE '2024-01-03'" in task.sql
