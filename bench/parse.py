@@ -62,6 +62,8 @@ DAG_FILE = ROOT / "dags" / "dli_datasets.py"
 IMPORT_TIMEOUT_S = 30.0
 #: Seconds one measured process may take before it is killed (and reported as such).
 CHILD_TIMEOUT_S = 600.0
+#: Parses a cold S3 load may take before the benchmark gives up on it.
+MAX_COLD_PARSES = 20
 HOST = "127.0.0.1"
 BUCKET = "dli-bench"
 S3_PREFIX = "store"
@@ -366,25 +368,10 @@ ProvidersManagerTaskRuntime().asset_uri_handlers
 '''
 
 SHARD_PY = '''\
-"""Parse benchmark: shard {shard} of {shards} of the dli factory (datasets whose name hashes to it).
-
-What ``build_dags(shard={shard}, shards={shards})`` would do: one snapshot load (cached), DAGs for this
-shard's datasets only; shard 0 also carries the store's problems and the maintenance DAG.
-"""
-import dataclasses
-import zlib
-
-from dli_airflow.cache import load_snapshot
+"""Parse benchmark: shard {shard} of {shards} of the dli factory (the datasets whose name hashes to it)."""
 from dli_airflow.factory import build_dags
 
-_SHARD, _SHARDS = {shard}, {shards}
-_snapshot = load_snapshot()
-_mine = dataclasses.replace(
-    _snapshot,
-    entries=tuple(e for e in _snapshot.entries if zlib.crc32(e.name.encode()) % _SHARDS == _SHARD),
-    problems=_snapshot.problems if _SHARD == 0 else (),
-)
-globals().update(build_dags(snapshot=_mine, maintenance=_SHARD == 0))
+globals().update(build_dags(shard={shard}, shards={shards}))
 '''
 
 
@@ -724,6 +711,9 @@ class Sample:
     dags: int
     cpu_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+    #: parses it took (a cold S3 store larger than one parse's read budget loads over several)
+    parses: int = 1
+    longest_s: float = 0.0
 
 
 class ChildError(RuntimeError):
@@ -810,6 +800,8 @@ class Row:
     per_dag_ms: float | None = None
     note: str = ""
     samples: list[float] = field(default_factory=list)
+    parses: int = 1
+    longest_s: float | None = None
 
 
 def _median_row(name: str, n: int, samples: list[Sample], note: str = "") -> Row:
@@ -824,6 +816,8 @@ def _median_row(name: str, n: int, samples: list[Sample], note: str = "") -> Row
         runs=len(samples),
         note=note,
         samples=[round(s.seconds, 3) for s in samples],
+        parses=max(s.parses for s in samples),
+        longest_s=max(s.longest_s or s.seconds for s in samples),
     )
 
 
@@ -920,8 +914,21 @@ def bench_n(n: int, args: argparse.Namespace, tmp: Path, moto: MotoServer | None
     def run_one(variant: Variant, run: int) -> Sample:
         if variant.edit is not None and run >= 0:
             _edit_one(variant.edit, run)
-        return measure(variant.path, dict(variant.env, AIRFLOW__DLI__CACHE_DIR=str(cache_dir(variant, run))),
-                       mode=args.mode)
+        env = dict(variant.env, AIRFLOW__DLI__CACHE_DIR=str(cache_dir(variant, run)))
+        sample = measure(variant.path, env, mode=args.mode)
+        if "S3" not in variant.name:
+            return sample
+        # a cold S3 store bigger than one parse's read budget loads over several parses (each keeps what it
+        # read; until the load is whole, the parse shows only dli_spec_errors): time them all
+        parses = [sample]
+        while sample.dags < n and not sample.errors and len(parses) < MAX_COLD_PARSES:
+            sample = measure(variant.path, env, mode=args.mode)
+            parses.append(sample)
+        return Sample(
+            seconds=sum(p.seconds for p in parses), rss_mb=max(p.rss_mb for p in parses), dags=sample.dags,
+            cpu_s=sum(p.cpu_s for p in parses), errors=sample.errors, parses=len(parses),
+            longest_s=max(p.seconds for p in parses),
+        )
 
     # one unmeasured parse of each: bytecode caches written, warm caches primed, failures found early
     for variant in [*variants, *shards]:
@@ -1084,8 +1091,11 @@ def table(result: dict[str, Any]) -> str:
         if row["seconds"] is None:
             lines.append(f"| {row['name']} | {row['note']} | | | | | | |")
             continue
+        name = row["name"]
+        if row.get("parses", 1) > 1:
+            name += f" ({row['parses']} parses, longest {row['longest_s']:.2f} s)"
         lines.append(
-            f"| {row['name']} | {row['seconds']:.2f} | {row['best_s']:.2f} | {row['cpu_s']:.2f} | {row['rss_mb']:.0f} "
+            f"| {name} | {row['seconds']:.2f} | {row['best_s']:.2f} | {row['cpu_s']:.2f} | {row['rss_mb']:.0f} "
             f"| {_fmt(row['per_dag_ms'], '.2f')} "
             f"| {row['dags']} | {row['runs']} |"
         )
@@ -1113,7 +1123,10 @@ def table(result: dict[str, Any]) -> str:
         shown = _fmt(value, ".2f") + (f" ({cpu:.2f})" if cpu is not None else "")
         lines.append(f"| {label} | {shown} | {target}{verdict} |")
     by = {row["name"]: row for row in result["rows"]}
-    worst = max((row["seconds"] or 0) for name, row in by.items() if name.startswith("dli"))
+    worst = max(
+        (row["longest_s"] if row.get("parses", 1) > 1 else row["seconds"]) or 0
+        for name, row in by.items() if name.startswith("dli")
+    )
     floor = by.get("floor", {}).get("seconds")
     lines.append(
         f"| slowest dli parse / import timeout ({IMPORT_TIMEOUT_S:.0f} s) | {worst / IMPORT_TIMEOUT_S:.2f} | "

@@ -29,7 +29,7 @@ from typing import Any
 
 from dli_airflow import __version__
 from dli_airflow.errors import StoreNotFoundError, StoreUnavailableError
-from dli_airflow.store import PREFIXES, SpecStore, StoreFile, StoreSnapshot, open_store, resolve
+from dli_airflow.store import PREFIXES, Reusable, SpecStore, StoreFile, StoreSnapshot, open_store, resolve, reusable
 from dli_airflow.spec import SourceType
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,11 @@ def _signature(listed: Mapping[SourceType, list[StoreFile]]) -> tuple:
         __version__,
         tuple((prefix.value, tuple(sorted((f.path, f.version) for f in files))) for prefix, files in listed.items()),
     )
+
+
+def _listing(signature: tuple) -> dict[SourceType, list[StoreFile]]:
+    """The listing a cache signature was made from."""
+    return {SourceType(prefix): [StoreFile(p, v) for p, v in files] for prefix, files in signature[2]}
 
 
 def _load(path: Path) -> Any:
@@ -151,13 +156,17 @@ class _Reader(SpecStore):
 
 
 def resolve_fetching(
-    store: SpecStore, listed: Mapping[SourceType, list[StoreFile]], known: Objects | None = None
+    store: SpecStore,
+    listed: Mapping[SourceType, list[StoreFile]],
+    known: Objects | None = None,
+    reuse: Reusable | None = None,
 ) -> tuple[StoreSnapshot, Objects]:
     """Resolve a listing, reading only the files whose version is not in ``known``.
 
     A store with ``read_many`` (S3) gets the changed specs and SQL files in one parallel batch first.
 
     :param known: raw objects from earlier reads; updated in place with what this call fetched
+    :param reuse: specs validated by the last scan (see :func:`~dli_airflow.store.resolve`)
     :returns: the snapshot, and the raw objects at their listed versions (for the next call's ``known``).
     :raises StoreUnavailableError: the store failed while being read (never reported as a broken spec).
     """
@@ -174,7 +183,7 @@ def resolve_fetching(
             for path, data in list(fetched.items()):
                 known[path] = (versions[path], data)
     reader = _Reader(store, versions, known)
-    snapshot = resolve(reader, dict(listed))
+    snapshot = resolve(reader, dict(listed), reuse)
     known.update(reader.used)
     if reader.failure is not None:
         raise reader.failure
@@ -253,7 +262,9 @@ def load_snapshot(
                 os.utime(path)  # its age, shown during an outage, is the time of the last good read
             return cached[1]
         known = _read_objects(objects_path(spec_store.url, cache_dir)) if remote else {}
-        snapshot, objects = resolve_fetching(spec_store, listed, known)
+        # the specs whose files did not change since the last good scan are not validated again
+        reuse = reusable(cached[1], _listing(cached[0])) if cached is not None else None
+        snapshot, objects = resolve_fetching(spec_store, listed, known, reuse)
     except StoreUnavailableError as exc:
         if remote and known:
             # a first load of a big store may not fit in one parse's budget: keep what was read

@@ -351,7 +351,7 @@ class WorkflowClient:
                 if entry.schedules:
                     seen.add(entry.name)
         for dag_id, dag in dags.items():
-            if dag_id in seen or dag_id == "dli_spec_errors":
+            if dag_id in seen or _has_tag(dag, "dli:errors"):  # dli_spec_errors (and its shards')
                 continue
             infos.append(_info_from_dag(dag, dag_id in running))
         infos.sort(key=lambda i: (i.dataset_name, i.source_type.value))

@@ -9,6 +9,7 @@ every problem is logged and shown in the ``dli_spec_errors`` DAG instead of hidi
 from __future__ import annotations
 
 import logging
+import zlib
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -147,7 +148,7 @@ def build_dag(entry: SpecEntry) -> DAG:
     return dag
 
 
-def build_errors_dag(problems: list[_DliError], store: str) -> DAG:
+def build_errors_dag(problems: list[_DliError], store: str, dag_id: str = ERRORS_DAG_ID) -> DAG:
     """A DAG whose doc lists every problem of the store and whose task fails with the same list."""
     from airflow.providers.standard.operators.python import PythonOperator
 
@@ -156,7 +157,7 @@ def build_errors_dag(problems: list[_DliError], store: str) -> DAG:
     lines += ["", "Fix each file (`dli spec validate` shows the same list); the other datasets run meanwhile."]
     report = "\n".join(f"[{p.code}] {p.render()}" for p in problems)
     dag = DAG(
-        dag_id=ERRORS_DAG_ID,
+        dag_id=dag_id,
         schedule=None,
         start_date=START_DATE,
         catchup=False,
@@ -170,6 +171,28 @@ def build_errors_dag(problems: list[_DliError], store: str) -> DAG:
     return dag
 
 
+def errors_dag_id(shard: int = 0) -> str:
+    """The errors DAG of a shard: the store's problems are in shard 0's; another shard's lists only the
+    datasets of its own that could not become DAGs."""
+    return ERRORS_DAG_ID if shard == 0 else f"{ERRORS_DAG_ID}_shard{shard}"
+
+
+def shard_of(name: str, shards: int) -> int:
+    """Which of ``shards`` DAG files builds the DAG of dataset ``name``: a hash of the name that is the
+    same in every process and release (``zlib.crc32``; Python's ``hash`` of a str changes per process)."""
+    return zlib.crc32(name.encode("utf-8")) % shards if shards > 1 else 0
+
+
+def _check_shard(shard: int, shards: int) -> None:
+    if not isinstance(shards, int) or shards < 1 or not isinstance(shard, int) or not 0 <= shard < shards:
+        from dli_airflow.errors import ConfigError
+
+        raise ConfigError(
+            f"build_dags(shard={shard!r}, shards={shards!r}): the shard must be 0 to shards - 1",
+            hint="write one DAG file per shard, from build_dags(shard=0, shards=K) to build_dags(shard=K-1, shards=K)",
+        )
+
+
 def _fail_with(report: str) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -177,7 +200,12 @@ def _fail_with(report: str) -> None:
 
 
 def build_dags(
-    store: str | None = None, *, snapshot: StoreSnapshot | None = None, maintenance: bool | None = None
+    store: str | None = None,
+    *,
+    snapshot: StoreSnapshot | None = None,
+    maintenance: bool | None = None,
+    shard: int = 0,
+    shards: int = 1,
 ) -> dict[str, DAG]:
     """Every DAG of the store, keyed by dag_id (for the DAG file's globals).
 
@@ -185,21 +213,29 @@ def build_dags(
     :param snapshot: an already scanned store (tests, benchmarks).
     :param maintenance: also emit the ``dli_sync`` DAG; by default only for the configured store (no
         ``store`` and no ``snapshot``, as in the DAG file), since ``dli_sync`` syncs ``[dli] spec_store``.
+    :param shard: with ``shards`` > 1, build only the datasets that :func:`shard_of` puts in this shard,
+        so K DAG files (shards 0 to K-1) split a large store and the dag-processor parses them in
+        parallel (``[dag_processor] parsing_processes``). Shard 0 also carries ``dli_spec_errors`` and
+        ``dli_sync``. Every shard reads the same snapshot cache.
+    :param shards: the number of DAG files the datasets are split over (default 1: all in this file).
     """
     from dli_airflow.cache import load_snapshot
 
+    _check_shard(shard, shards)
+    errors_id = errors_dag_id(shard)
     given_snapshot = snapshot is not None
     if snapshot is None:
         try:
             snapshot = load_snapshot(store)
         except DliError as exc:
             log.error("dli: cannot read the spec store: [%s] %s", exc.code, exc.render())
-            return {ERRORS_DAG_ID: build_errors_dag([exc], store or "(default)")}
+            return {errors_id: build_errors_dag([exc], store or "(default)", errors_id)}
     wanted = get_parsing_context().dag_id
     dags: dict[str, DAG] = {}
-    problems: list[DliError] = list(snapshot.problems)
+    # the store's own problems belong to shard 0; a shard adds the datasets it failed to build
+    problems: list[DliError] = list(snapshot.problems) if shard == 0 else []
     for entry in snapshot.active:
-        if wanted is not None and entry.name != wanted:
+        if (wanted is not None and entry.name != wanted) or shard_of(entry.name, shards) != shard:
             continue
         try:
             dags[entry.name] = build_dag(entry)
@@ -209,11 +245,12 @@ def build_dags(
             problem = SpecValidationError(f"{entry.path}: dataset {entry.name!r} cannot become a DAG: {exc}")
             problems.append(problem)
             log.exception("dli: [%s] %s", problem.code, problem.message)
-    for problem in snapshot.problems:
-        log.warning("dli: [%s] %s", problem.code, problem.render())
-    if problems and wanted in (None, ERRORS_DAG_ID):
-        dags[ERRORS_DAG_ID] = build_errors_dag(problems, snapshot.store)
-    emit_sync = maintenance if maintenance is not None else (store is None and not given_snapshot)
+    if shard == 0:
+        for problem in snapshot.problems:
+            log.warning("dli: [%s] %s", problem.code, problem.render())
+    if problems and wanted in (None, errors_id):
+        dags[errors_id] = build_errors_dag(problems, snapshot.store, errors_id)
+    emit_sync = maintenance if maintenance is not None else (store is None and not given_snapshot and shard == 0)
     if emit_sync and wanted in (None, SYNC_DAG_ID):
         from dli_airflow.sync import build_sync_dag
 

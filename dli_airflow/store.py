@@ -18,9 +18,10 @@ import os
 import posixpath
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dli_airflow.errors import (
     WorkflowPermissionError,
@@ -170,17 +171,44 @@ def manual_path(path: str) -> str:
     return normalized
 
 
-def resolve(store: SpecStore, listed: dict[SourceType, list[StoreFile]]) -> StoreSnapshot:
-    """Load every spec of ``listed`` from ``store`` and resolve code over manual."""
+#: A spec loaded earlier, by its path: (spec version, SQL path or None, SQL version, what it loaded).
+Reusable = Mapping[str, tuple[str, "str | None", "str | None", tuple[DatasetSpec, str, "str | None"]]]
+
+
+def reusable(snapshot: StoreSnapshot, listed: Mapping[SourceType, Iterable[StoreFile]]) -> dict[str, Any]:
+    """What :func:`resolve` may take from ``snapshot`` (scanned from ``listed``) instead of loading again."""
+    versions = {f.path: f.version for files in listed.values() for f in files}
+    return {
+        e.path: (versions[e.path], e.sql_path, versions.get(e.sql_path) if e.sql_path else None, (e.spec, e.sql, e.sql_path))
+        for e in snapshot.entries
+        if e.path in versions
+    }
+
+
+def resolve(
+    store: SpecStore, listed: dict[SourceType, list[StoreFile]], reuse: Reusable | None = None
+) -> StoreSnapshot:
+    """Load every spec of ``listed`` from ``store`` and resolve code over manual.
+
+    :param reuse: specs loaded by an earlier scan (:func:`reusable`): one whose spec file and SQL file
+        have the same versions now is taken as it is, so a change to one file re-validates one spec.
+    """
     problems: list[DliError] = []
     loaded: dict[SourceType, list[tuple[DatasetSpec, StoreFile, str, str | None]]] = {p: [] for p in PREFIXES}
     # names that a broken code file still declares: its manual twin stays overridden, so a bad deploy
     # never silently swaps in an old manual copy
     claimed_by_broken_code: set[str] = set()
-    all_paths = {f.path for files in listed.values() for f in files}
+    versions = {f.path: f.version for files in listed.values() for f in files}
+    all_paths = set(versions)
     for prefix in PREFIXES:
         for file in sorted(listed[prefix], key=lambda f: f.path):
             if not file.path.endswith(SPEC_SUFFIXES):
+                continue
+            earlier = reuse.get(file.path) if reuse else None
+            if earlier is not None and earlier[0] == file.version and (
+                earlier[1] is None or versions.get(earlier[1]) == earlier[2]
+            ):
+                loaded[prefix].append((earlier[3][0], file, earlier[3][1], earlier[3][2]))
                 continue
             try:
                 spec, sql, sql_path = load_entry(store, file.path, all_paths)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -191,3 +192,113 @@ def test_other_backfills_and_successes_do_not_stop_a_date(example_dags, conf, st
     task = example_dags["analytics.daily_clicks"].get_task("run")
     task.render_template_fields(_backfill_context(conf, state))
     assert "DATE '2024-01-03'" in task.sql
+
+
+# -- sharding: K DAG files split a large store --------------------------------------------------------
+
+
+def _many(store: Path, n: int) -> set[str]:
+    (store / "code").mkdir(parents=True)
+    names = {f"team.ds_{i:03d}" for i in range(n)}
+    for name in names:
+        (store / "code" / f"{name}.yaml").write_text(
+            f"name: {name}\nowner: me@example.com\nquery: SELECT 1\nschedule: {{cron: '0 9 * * *'}}\n"
+        )
+    return names
+
+
+def test_shards_split_the_datasets_without_loss_or_overlap(dli_env, monkeypatch):
+    store = dli_env / "store"
+    names = _many(store, 40)
+    (store / "code" / "broken.yaml").write_text("name: team.broken\nowner: me\nquery: SELECT 1\nschedule: {cron: 'x'}\n")
+    monkeypatch.setenv("AIRFLOW__DLI__SPEC_STORE", str(store))
+    shards = [build_dags(shard=i, shards=3) for i in range(3)]
+    datasets = [set(d) - {ERRORS_DAG_ID, "dli_sync"} for d in shards]
+    assert set().union(*datasets) == names
+    assert sum(len(d) for d in datasets) == len(names)  # each dataset in exactly one file
+    assert all(len(d) >= 5 for d in datasets)  # a hash spreads them
+    # the store's problems and the maintenance DAG live in shard 0 only
+    assert ERRORS_DAG_ID in shards[0] and "broken.yaml" in shards[0][ERRORS_DAG_ID].doc_md
+    assert "dli_sync" in shards[0]
+    assert not any(k.startswith(ERRORS_DAG_ID) or k == "dli_sync" for d in shards[1:] for k in d)
+
+
+def test_a_dataset_keeps_its_shard_across_processes_and_releases():
+    import subprocess
+    import sys
+
+    from dli_airflow.factory import shard_of
+
+    names = ("analytics.daily_clicks", "analytics.user_metrics", "a", "b.c", "sales.orders")
+    # golden values: a changed hash would move DAGs between files on upgrade
+    assert [shard_of(n, 4) for n in names] == GOLDEN
+    # and a process with another str-hash seed puts them in the same files
+    code = f"from dli_airflow.factory import shard_of; print([shard_of(n, 4) for n in {names!r}])"
+    other = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "12345"},
+                           capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == str(GOLDEN)
+    assert shard_of("anything", 1) == 0
+
+
+GOLDEN = [2, 2, 3, 2, 1]
+
+
+def test_a_worker_builds_its_dag_from_its_own_shard(dli_env, monkeypatch):
+    from dli_airflow.factory import shard_of
+
+    store = dli_env / "store"
+    names = sorted(_many(store, 12))
+    target = names[5]
+    home = shard_of(target, 3)
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", target)
+    assert list(build_dags(str(store), shard=home, shards=3)) == [target]
+    assert build_dags(str(store), shard=(home + 1) % 3, shards=3) == {}
+
+
+def test_a_dataset_a_shard_cannot_build_is_listed_in_that_shards_errors_dag(dli_env, monkeypatch):
+    import dli_airflow.factory as factory
+
+    store = dli_env / "store"
+    names = sorted(_many(store, 12))
+    victim = next(n for n in names if factory.shard_of(n, 2) == 1)
+    real = factory.build_dag
+
+    def failing(entry):  # Airflow refusing one DAG: no valid spec makes it fail on purpose
+        if entry.name == victim:
+            raise ValueError("refused by Airflow")
+        return real(entry)
+
+    monkeypatch.setattr(factory, "build_dag", failing)
+    one = build_dags(str(store), shard=1, shards=2)
+    assert victim not in one and f"{ERRORS_DAG_ID}_shard1" in one
+    assert victim in one[f"{ERRORS_DAG_ID}_shard1"].doc_md and "refused by Airflow" in one[f"{ERRORS_DAG_ID}_shard1"].doc_md
+    assert ERRORS_DAG_ID not in build_dags(str(store), shard=0, shards=2)
+
+
+@pytest.mark.parametrize("shard, shards", [(3, 3), (-1, 2), (0, 0)])
+def test_a_wrong_shard_says_how_to_write_the_files(dli_env, shard, shards):
+    from dli_airflow.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        build_dags(str(EXAMPLES), shard=shard, shards=shards)
+    assert "shard=0, shards=K" in info.value.render()
+
+
+def test_airflow_parses_shard_files_into_every_dag_once(dli_env, monkeypatch, tmp_path):
+    """Airflow's own DagBag (what the dag-processor runs per file) over a folder of 3 shard files."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    store = dli_env / "store"
+    names = _many(store, 30)
+    monkeypatch.setenv("AIRFLOW__DLI__SPEC_STORE", str(store))
+    dags_dir = tmp_path / "dags"
+    dags_dir.mkdir()
+    for i in range(3):
+        (dags_dir / f"dli_datasets_{i}.py").write_text(
+            f"from dli_airflow.factory import build_dags\n\nglobals().update(build_dags(shard={i}, shards=3))\n"
+        )
+    bag = BundleDagBag(dag_folder=dags_dir, bundle_path=dags_dir, bundle_name="t", load_op_links=False)
+    assert not bag.import_errors
+    assert set(bag.dags) == names | {"dli_sync"}
+    files = {bag.dags[n].fileloc for n in names}
+    assert len(files) == 3

@@ -312,6 +312,10 @@ def test_hand_quoted_placeholder_is_205_with_the_fix(sql: str, line: int, bare: 
         "SELECT {{ 'prefix_' ~ customer }}",
         "SELECT * FROM {{ suffix | identifier }}",
         "SELECT 1 {% if customer %}WHERE c = {{ customer }}{% endif %}",
+        # names the template binds itself are not parameters
+        "{% set cutoff = execution_date %}SELECT {{ cutoff }}",
+        "SELECT {% for c in [customer, 'x'] %}{{ c }}{{ ',' if not loop.last }}{% endfor %}",
+        "{% macro col(name) %}{{ name | identifier }}{% endmacro %}SELECT {{ col(suffix) }}",
     ],
 )
 def test_no_false_positives(sql: str) -> None:
@@ -325,6 +329,12 @@ def test_undeclared_variable_suggests_the_declared_one() -> None:
     assert error.code == "DLI-205"
     assert "code/q.sql" in error.message and "'execution_dte'" in error.message
     assert "did you mean 'execution_date'?" in error.hint
+
+
+def test_undeclared_variable_inside_a_loop_is_found() -> None:
+    with pytest.raises(TemplateError) as info:
+        check_template("{% for c in [1, 2] %}SELECT {{ c }}, {{ custmer }};{% endfor %}", _template_spec(), "code/q.sql")
+    assert "'custmer'" in info.value.message and "did you mean 'customer'?" in info.value.hint
 
 
 def test_template_syntax_error_names_the_line() -> None:
