@@ -22,14 +22,24 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from dli_airflow import __version__
 from dli_airflow.errors import StoreNotFoundError, StoreUnavailableError
-from dli_airflow.store import PREFIXES, Reusable, SpecStore, StoreFile, StoreSnapshot, open_store, resolve, reusable
+from dli_airflow.store import (
+    PREFIXES,
+    Reusable,
+    SpecStore,
+    StoreFile,
+    StoreSnapshot,
+    open_store,
+    resolve,
+    reusable,
+    shard_snapshot,
+)
 from dli_airflow.spec import SourceType
 
 log = logging.getLogger(__name__)
@@ -160,6 +170,7 @@ def resolve_fetching(
     listed: Mapping[SourceType, list[StoreFile]],
     known: Objects | None = None,
     reuse: Reusable | None = None,
+    save: Callable[[Objects], None] | None = None,
 ) -> tuple[StoreSnapshot, Objects]:
     """Resolve a listing, reading only the files whose version is not in ``known``.
 
@@ -167,6 +178,8 @@ def resolve_fetching(
 
     :param known: raw objects from earlier reads; updated in place with what this call fetched
     :param reuse: specs validated by the last scan (see :func:`~dli_airflow.store.resolve`)
+    :param save: called with ``known`` once the changed objects are fetched, before the (long, for a big
+        store) validation: a parse killed by the dag-processor's timeout meanwhile loses no download
     :returns: the snapshot, and the raw objects at their listed versions (for the next call's ``known``).
     :raises StoreUnavailableError: the store failed while being read (never reported as a broken spec).
     """
@@ -182,6 +195,8 @@ def resolve_fetching(
             # kept even when the store fails half-way: the next parse goes on from here
             for path, data in list(fetched.items()):
                 known[path] = (versions[path], data)
+        if save is not None and fetched:
+            save(known)
     reader = _Reader(store, versions, known)
     snapshot = resolve(reader, dict(listed), reuse)
     known.update(reader.used)
@@ -227,7 +242,11 @@ def _last_good(
 
 
 def load_snapshot(
-    store: str | SpecStore | None = None, *, cache_dir: Path | None = None, fallback: bool = True
+    store: str | SpecStore | None = None,
+    *,
+    cache_dir: Path | None = None,
+    fallback: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> StoreSnapshot:
     """The store's resolved snapshot: from the cache when the listing is unchanged, else a fresh resolve.
 
@@ -235,6 +254,9 @@ def load_snapshot(
     :param cache_dir: default ``[dli] cache_dir``
     :param fallback: serve the last good snapshot (with a warning, and the cause in its ``warnings``)
         when the store cannot be read; False raises instead (``dli_sync`` must not act on an old copy)
+    :param shard: ``(i, K)``: the caller builds only shard ``i`` of ``K`` (a sharded DAG file). An unchanged
+        store is then served from that shard's own cache file (its entries only), so each of K parses
+        unpickles a K-th of the store; the result may still hold other shards' entries (filter by name).
     :raises StoreUnavailableError: the store cannot be read and there is no last good copy (or no fallback)
     """
     if isinstance(store, SpecStore):
@@ -256,15 +278,26 @@ def load_snapshot(
         listed = {prefix: spec_store.list_files(prefix) for prefix in PREFIXES}
         signature = _signature(listed)
         path = cache_path(spec_store.url, cache_dir)
+        part_path = path.with_name(f"{path.stem}-shard{shard[0]}of{shard[1]}{path.suffix}") if shard else None
+        if part_path is not None:
+            part = _read(part_path)
+            if part is not None and part[0] == signature:
+                for touched in (part_path, path):
+                    with contextlib.suppress(OSError):
+                        os.utime(touched)
+                return part[1]
         cached = _read(path)
         if cached is not None and cached[0] == signature:
             with contextlib.suppress(OSError):
                 os.utime(path)  # its age, shown during an outage, is the time of the last good read
+            if part_path is not None:
+                _write(part_path, signature, shard_snapshot(cached[1], *shard))  # type: ignore[misc]
             return cached[1]
         known = _read_objects(objects_path(spec_store.url, cache_dir)) if remote else {}
         # the specs whose files did not change since the last good scan are not validated again
         reuse = reusable(cached[1], _listing(cached[0])) if cached is not None else None
-        snapshot, objects = resolve_fetching(spec_store, listed, known, reuse)
+        objects_file = objects_path(spec_store.url, cache_dir)
+        snapshot, objects = resolve_fetching(spec_store, listed, known, reuse, lambda done: _dump(objects_file, done))
     except StoreUnavailableError as exc:
         if remote and known:
             # a first load of a big store may not fit in one parse's budget: keep what was read
@@ -276,6 +309,8 @@ def load_snapshot(
     if remote:
         _dump(objects_path(spec_store.url, cache_dir), objects)
     _write(path, signature, snapshot)
+    if part_path is not None:
+        _write(part_path, signature, shard_snapshot(snapshot, *shard))  # type: ignore[misc]
     return snapshot
 
 

@@ -9,13 +9,13 @@ every problem is logged and shown in the ``dli_spec_errors`` DAG instead of hidi
 from __future__ import annotations
 
 import logging
-import zlib
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, Param, get_parsing_context
 
 from dli_airflow.errors import DliError
+from dli_airflow.store import shard_of
 from dli_airflow.sync import SYNC_DAG_ID
 
 if TYPE_CHECKING:
@@ -177,12 +177,6 @@ def errors_dag_id(shard: int = 0) -> str:
     return ERRORS_DAG_ID if shard == 0 else f"{ERRORS_DAG_ID}_shard{shard}"
 
 
-def shard_of(name: str, shards: int) -> int:
-    """Which of ``shards`` DAG files builds the DAG of dataset ``name``: a hash of the name that is the
-    same in every process and release (``zlib.crc32``; Python's ``hash`` of a str changes per process)."""
-    return zlib.crc32(name.encode("utf-8")) % shards if shards > 1 else 0
-
-
 def _check_shard(shard: int, shards: int) -> None:
     if not isinstance(shards, int) or shards < 1 or not isinstance(shard, int) or not 0 <= shard < shards:
         from dli_airflow.errors import ConfigError
@@ -226,7 +220,7 @@ def build_dags(
     given_snapshot = snapshot is not None
     if snapshot is None:
         try:
-            snapshot = load_snapshot(store)
+            snapshot = load_snapshot(store, shard=(shard, shards) if shards > 1 else None)
         except DliError as exc:
             log.error("dli: cannot read the spec store: [%s] %s", exc.code, exc.render())
             return {errors_id: build_errors_dag([exc], store or "(default)", errors_id)}

@@ -11,6 +11,7 @@ import difflib
 import re
 from datetime import date, datetime
 from enum import Enum
+from functools import lru_cache
 from typing import Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -140,6 +141,14 @@ class NotificationsSpec(_Model):
     on_source_change: list[NotificationSpec] = Field(default_factory=list)
 
 
+@lru_cache(maxsize=1024)
+def _valid_cron(value: str) -> bool:
+    """croniter's check, once per distinct expression (a store of thousands of specs uses a handful)."""
+    from croniter import croniter
+
+    return bool(croniter.is_valid(value))
+
+
 class ScheduleSpec(_Model):
     enabled: bool = Field(True, description="false: the DAG is created paused.")
     cron: str | None = Field(None, description="5-field cron, e.g. '0 9 * * *'. Required unless depends_on is set.")
@@ -160,9 +169,7 @@ class ScheduleSpec(_Model):
                 f"cron {value!r} has {len(fields)} field{'s' if len(fields) != 1 else ''}; "
                 "use 5 (minute hour day-of-month month day-of-week), e.g. '0 9 * * *'"
             )
-        from croniter import croniter
-
-        if not croniter.is_valid(value):
+        if not _valid_cron(value):
             raise ValueError(f"cron {value!r} is not a valid cron expression; e.g. '0 9 * * *' is daily at 09:00")
         return value
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import contextlib
+import dataclasses
 import os
 import posixpath
 import tempfile
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -108,6 +110,21 @@ class StoreSnapshot:
         close = difflib.get_close_matches(name, sorted({e.name for e in self.entries}), n=3)
         suggestion = f" Did you mean: {', '.join(close)}?" if close else ""
         raise DatasetNotFoundError(f"Dataset {name!r} is not in the store {self.store}.{suggestion}")
+
+
+def shard_of(name: str, shards: int) -> int:
+    """Which of ``shards`` DAG files builds the DAG of dataset ``name``: a hash of the name that is the
+    same in every process and release (``zlib.crc32``; Python's ``hash`` of a str changes per process)."""
+    return zlib.crc32(name.encode("utf-8")) % shards if shards > 1 else 0
+
+
+def shard_snapshot(snapshot: StoreSnapshot, shard: int, shards: int) -> StoreSnapshot:
+    """The part of ``snapshot`` that shard ``shard`` of ``shards`` builds; the store's problems go to shard 0."""
+    return dataclasses.replace(
+        snapshot,
+        entries=tuple(e for e in snapshot.entries if shard_of(e.name, shards) == shard),
+        problems=snapshot.problems if shard == 0 else (),
+    )
 
 
 class SpecStore(ABC):

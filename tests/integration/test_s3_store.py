@@ -282,6 +282,32 @@ def test_a_first_load_cut_short_keeps_what_it_read(s3_env, moto_server, s3_bucke
     assert "code/many/d39.yaml" in again and not (again & first), "objects read before the failure were kept"
 
 
+def test_a_parse_killed_while_validating_keeps_its_downloads(s3_env, moto_server, s3_bucket, s3_proxy, monkeypatch):
+    """The dag-processor's import timeout interrupts a big first load after the GETs, during validation
+    (Airflow raises its timeout exception from a signal handler wherever the parse is): the next parse
+    must not download everything again, or a store that big would never finish loading."""
+    import dli_airflow.cache as cache
+
+    files = {f"code/many/d{i:02d}.yaml": spec(f"many.d{i:02d}") for i in range(20)}
+    upload(moto_server.client(), s3_bucket, files)
+    url = f"s3://{s3_bucket}"
+
+    class ImportTimeout(Exception):
+        pass
+
+    def timed_out(*args, **kwargs):
+        raise ImportTimeout("DagBag import timeout")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cache, "resolve", timed_out)
+        with pytest.raises(ImportTimeout):
+            load_snapshot(url)
+    assert len(s3_proxy.gets()) == 20
+    s3_proxy.reset()
+    assert len(load_snapshot(url).active) == 20
+    assert s3_proxy.gets() == [], s3_proxy.summary()
+
+
 def test_cold_start_without_store_emits_no_dataset_dags_and_says_why(store_url, s3_proxy):
     s3_proxy.fail(500)
     dags = build_dags(store_url)

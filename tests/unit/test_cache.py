@@ -99,3 +99,22 @@ def test_a_spec_moved_to_another_file_is_not_reused_from_the_old_path(store: Pat
     snapshot = load_snapshot(str(store), cache_dir=cache)
     assert snapshot.get("team.d0").path == "code/renamed.yaml"
     assert loads == ["code/renamed.yaml"]
+
+
+def test_a_shard_reads_its_own_cache_file_when_nothing_changed(store: Path, loads: list[str], tmp_path: Path):
+    from dli_airflow.cache import cache_path
+    from dli_airflow.store import shard_of
+
+    cache = tmp_path / "cache"
+    full = load_snapshot(str(store), cache_dir=cache, shard=(1, 2))
+    assert len(full.entries) == 5  # the first parse resolves the whole store
+    loads.clear()
+    cache_path(str(store), cache).unlink()  # only the shard's own file is left
+    part = load_snapshot(str(store), cache_dir=cache, shard=(1, 2))
+    assert loads == []
+    assert {e.name for e in part.entries} == {f"team.d{i}" for i in range(5) if shard_of(f"team.d{i}", 2) == 1}
+    # a change makes the shard file stale: the store is resolved again (all of it: the full cache is gone)
+    _write(store / "code" / "d0.sql", "SELECT 0 WHERE d = {{ day }} -- v2\n", bump=5)
+    again = load_snapshot(str(store), cache_dir=cache, shard=(1, 2))
+    assert loads == ["code/d0.yaml", "code/d1.yaml", "code/d2.yaml", "code/d3.yaml", "code/d4.yaml"]
+    assert "team.d0" in {e.name for e in again.entries}
