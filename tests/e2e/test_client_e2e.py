@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
+from e2e_support import wait_until
 
 from dli_airflow.client import WorkflowClient
 from dli_airflow.errors import (
@@ -30,17 +31,6 @@ def client(airflow, e2e_store):
         url=airflow.url, username=airflow.username, password=airflow.password, store=str(e2e_store)
     ) as c:
         yield c
-
-
-def _wait(predicate, timeout=120.0, interval=1.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def _final(client: WorkflowClient, run_id: str, timeout: float = 180):
@@ -104,11 +94,11 @@ def test_stop_kills_the_task_process(client):
             task = status.tasks[0] if status.tasks else None
             return task.pid if task is not None and task.state == "running" and task.pid else None
 
-        pid = _wait(running_pid, 120, 0.5, "the slow task to run")
+        pid = wait_until(running_pid, 120, interval=0.5, what="the slow task to run")
         assert Path(f"/proc/{pid}").exists()
         stopped = client.stop(result.run_id, wait=15)
         assert stopped.run_status is RunStatus.KILLED
-        _wait(lambda: not Path(f"/proc/{pid}").exists(), 30, 0.5, f"task process {pid} to be gone")
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, interval=0.5, what=f"task process {pid} to be gone")
         assert client.get_status(result.run_id).status is RunStatus.KILLED
         killed = client.history(dataset_name="e2e.slow", run_status="KILLED").runs
         assert result.run_id in {r.run_id for r in killed}
@@ -181,7 +171,7 @@ def test_register_and_unregister_a_manual_workflow(client, airflow, e2e_store, t
     result = client.register(spec, timezone="Europe/Paris")
     assert result.spec_path == "manual/e2e.registered.yaml"
     assert (e2e_store / "manual" / "e2e.registered.sql").read_text() == "SELECT 1 AS one\n"
-    _wait(lambda: client.get("e2e.registered") and client.get("e2e.registered").in_airflow, 120, 2, "the DAG")
+    wait_until(lambda: client.get("e2e.registered") and client.get("e2e.registered").in_airflow, 120, interval=2, what="the DAG")
     assert client.get("e2e.registered").timezone == "Europe/Paris"
     with pytest.raises(WorkflowRegistrationError, match="already registered"):
         client.register(spec)
@@ -191,7 +181,7 @@ def test_register_and_unregister_a_manual_workflow(client, airflow, e2e_store, t
     def gone():
         info = client.get("e2e.registered")
         return info is None
-    _wait(gone, 120, 2, "the DAG to go")
+    wait_until(gone, 120, interval=2, what="the DAG to go")
 
 
 def test_code_workflows_cannot_be_changed_here(client, e2e_store, tmp_path):

@@ -8,19 +8,9 @@ from pathlib import Path
 
 import duckdb
 import httpx
+from e2e_support import wait_until
 
 from dli_airflow.store import LocalStore
-
-
-def _wait(predicate, timeout: float = 120, interval: float = 1.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 def _dli_dags(api: httpx.Client) -> dict[str, dict]:
@@ -34,7 +24,7 @@ def _wait_run(api: httpx.Client, dag_id: str, run_id: str, timeout: float = 180)
         run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
         return run if run.get("state") in {"success", "failed"} else None
 
-    return _wait(done, timeout, what=f"run {run_id} of {dag_id} to finish")
+    return wait_until(done, timeout, what=f"run {run_id} of {dag_id} to finish")
 
 
 def test_dag_list_equals_the_active_datasets_of_the_store(airflow, e2e_store):
@@ -113,7 +103,7 @@ def test_depends_on_triggers_the_downstream_dataset(airflow):
             fresh = [r for r in runs if datetime.fromisoformat(r["run_after"]) >= started]
             return [r for r in fresh if r["state"] == "success"]
 
-        runs = _wait(downstream_done, 180, what="an asset-triggered run of analytics.campaign_report")
+        runs = wait_until(downstream_done, 180, what="an asset-triggered run of analytics.campaign_report")
     assert runs[0]["run_type"] == "asset_triggered"
 
 
@@ -127,7 +117,7 @@ def test_broken_spec_is_shown_and_hides_nothing(airflow, e2e_store):
                 response = api.get("/dags/dli_spec_errors/details")
                 return response.json() if response.status_code == 200 else None
 
-            details = _wait(errors_dag, 120, what="the dli_spec_errors DAG")
+            details = wait_until(errors_dag, 120, what="the dli_spec_errors DAG")
             dags = _dli_dags(api)
         assert "zz_broken.yaml" in details["doc_md"] and "schedule.cron" in details["doc_md"]
         assert "DLI-201" in details["doc_md"]

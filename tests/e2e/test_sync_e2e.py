@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
+from e2e_support import wait_until  # noqa: E402
 from s3_support import HookReceiver  # noqa: E402
 
 SYNC = "dli_sync"
@@ -52,17 +53,6 @@ def spec(name: str, *, enabled: bool = True, notify: str = "{type: webhook, conn
     if on_success:
         lines.append(f"    on_success: [{on_success}]")
     return "\n".join(lines) + "\n"
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -98,7 +88,7 @@ class SyncDriver:
                 response.raise_for_status()
                 return response.json()["total_entries"] == 0
 
-        _wait(no_active, RUN_TIMEOUT, "dli_sync to be idle")
+        wait_until(no_active, RUN_TIMEOUT, what="dli_sync to be idle")
 
     def sync(self) -> dict[str, Any]:
         """Trigger one run, wait for it, return its XCom report."""
@@ -112,7 +102,7 @@ class SyncDriver:
                 run = _call(api, "GET", f"/dags/{SYNC}/dagRuns/{run_id}").json()
                 return run if run.get("state") in ("success", "failed") else None
 
-            run = _wait(finished, RUN_TIMEOUT, f"the dli_sync run {run_id}")
+            run = wait_until(finished, RUN_TIMEOUT, what=f"the dli_sync run {run_id}")
             assert run["state"] == "success", self.log(run_id)
         self.idle()
         return self.report(run_id)
@@ -165,7 +155,7 @@ class SyncDriver:
                 ids = {d["dag_id"] for d in response.json()["dags"]}
             return set(present) <= ids and not (set(absent) & ids)
 
-        _wait(ok, PARSE_TIMEOUT, f"Airflow to parse the store (present {present}, absent {absent})", interval=2)
+        wait_until(ok, PARSE_TIMEOUT, what=f"Airflow to parse the store (present {present}, absent {absent})", interval=2)
 
 
 def _call(api: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -346,7 +336,7 @@ def test_failure_and_success_notifications_end_to_end(airflow, e2e_store: Path, 
                     state = _call(api, "GET", f"/dags/{dag_id}/dagRuns/{run_id}").json().get("state")
                     return state if state in ("success", "failed") else None
 
-                outcome[dag_id] = (_wait(finished, RUN_TIMEOUT, f"a run of {dag_id}"), run_id)
+                outcome[dag_id] = (wait_until(finished, RUN_TIMEOUT, what=f"a run of {dag_id}"), run_id)
         assert outcome["sync.fails"][0] == "failed" and outcome["sync.passes"][0] == "success"
 
         # (the new DAGs also get a scheduled run at once, catchup off: it notifies too; count ours only)
@@ -356,7 +346,7 @@ def test_failure_and_success_notifications_end_to_end(airflow, e2e_store: Path, 
             return [r.json() for r in receiver.on(HOOK_PATH) if r.json().get("run_id") in ours]
 
         # the callbacks run right after the task; give them a moment
-        _wait(lambda: len(events()) >= 2, 60, "the failure and success notifications")
+        wait_until(lambda: len(events()) >= 2, 60, what="the failure and success notifications")
         time.sleep(2)
         got = {(e["dataset"], e["event"]): e for e in events()}
         assert len(events()) == 2 and set(got) == {("sync.fails", "failure"), ("sync.passes", "success")}
