@@ -278,6 +278,7 @@ def load_snapshot(
         listed = {prefix: spec_store.list_files(prefix) for prefix in PREFIXES}
         signature = _signature(listed)
         path = cache_path(spec_store.url, cache_dir)
+        objects_file = objects_path(spec_store.url, cache_dir)
         part_path = path.with_name(f"{path.stem}-shard{shard[0]}of{shard[1]}{path.suffix}") if shard else None
         if part_path is not None:
             part = _read(part_path)
@@ -290,27 +291,26 @@ def load_snapshot(
         if cached is not None and cached[0] == signature:
             with contextlib.suppress(OSError):
                 os.utime(path)  # its age, shown during an outage, is the time of the last good read
-            if part_path is not None:
-                _write(part_path, signature, shard_snapshot(cached[1], *shard))  # type: ignore[misc]
+            if shard is not None and part_path is not None:
+                _write(part_path, signature, shard_snapshot(cached[1], *shard))
             return cached[1]
-        known = _read_objects(objects_path(spec_store.url, cache_dir)) if remote else {}
+        known = _read_objects(objects_file) if remote else {}
         # the specs whose files did not change since the last good scan are not validated again
         reuse = reusable(cached[1], _listing(cached[0])) if cached is not None else None
-        objects_file = objects_path(spec_store.url, cache_dir)
         snapshot, objects = resolve_fetching(spec_store, listed, known, reuse, lambda done: _dump(objects_file, done))
     except StoreUnavailableError as exc:
         if remote and known:
             # a first load of a big store may not fit in one parse's budget: keep what was read
-            _dump(objects_path(spec_store.url, cache_dir), known)
+            _dump(objects_file, known)
         return _last_good(spec_store.url, exc, cache_dir, fallback)
     finally:
         if set_deadline is not None:
             set_deadline(None)
     if remote:
-        _dump(objects_path(spec_store.url, cache_dir), objects)
+        _dump(objects_file, objects)
     _write(path, signature, snapshot)
-    if part_path is not None:
-        _write(part_path, signature, shard_snapshot(snapshot, *shard))  # type: ignore[misc]
+    if shard is not None and part_path is not None:
+        _write(part_path, signature, shard_snapshot(snapshot, *shard))
     return snapshot
 
 
