@@ -1,7 +1,7 @@
 """The on-disk snapshot cache of a store: re-parses cost a listing, not a load, when nothing changed.
 
 The dag-processor parses the DAG file in a fresh process every few seconds, so an in-memory cache
-would not survive; the resolved :class:`~dli_airflow.store.StoreSnapshot` is pickled under
+would not survive; the resolved :class:`~dli_airflow.catalog.StoreSnapshot` is pickled under
 ``[dli] cache_dir``, keyed by the store's listing (path and version of every file):
 
 - unchanged store: one listing per prefix (one paginated LIST each on S3), no read, no parse;
@@ -22,37 +22,31 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dli_airflow import __version__
-from dli_airflow.errors import StoreNotFoundError, StoreUnavailableError
-from dli_airflow.store import (
-    PREFIXES,
-    Reusable,
-    SpecStore,
-    StoreFile,
+from dli_airflow.catalog import (
+    Objects,
     StoreSnapshot,
+    list_store,
     open_store,
-    resolve,
+    resolve_fetching,
     reusable,
     shard_snapshot,
 )
+from dli_airflow.errors import StoreNotFoundError, StoreUnavailableError
 from dli_airflow.spec import SourceType
+from dli_airflow.store import SpecStore, StoreFile
 
 log = logging.getLogger(__name__)
 
-_FORMAT = 2
+_FORMAT = 3
 #: Seconds a parse may spend reading a remote store before it gives up and serves the last good copy
 #: (the dag-processor kills a parse after 30 s, ``[core] dagbag_import_timeout``).
 READ_BUDGET_SECONDS = 20.0
-#: Files fetched ahead, in parallel, when their version changed (specs and their SQL).
-PREFETCH_SUFFIXES = (".yaml", ".yml", ".sql")
-
-#: Raw objects of a remote store: path -> (version, bytes).
-Objects = dict[str, tuple[str, bytes]]
 
 
 def _key(store_url: str) -> str:
@@ -73,17 +67,24 @@ def objects_path(store_url: str, cache_dir: Path | None = None) -> Path:
     return (cache_dir or config.cache_dir()) / f"objects-{_key(store_url)}.pickle"
 
 
-def _signature(listed: Mapping[SourceType, list[StoreFile]]) -> tuple:
-    return (
+class _Signature(NamedTuple):
+    """What a cached snapshot was made from: the cache format, the package version and the listing."""
+
+    format: int
+    version: str
+    listing: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+    def files(self) -> dict[SourceType, list[StoreFile]]:
+        """The listing this signature was made from."""
+        return {SourceType(prefix): [StoreFile(p, v) for p, v in files] for prefix, files in self.listing}
+
+
+def _signature(listed: Mapping[SourceType, list[StoreFile]]) -> _Signature:
+    return _Signature(
         _FORMAT,
         __version__,
         tuple((prefix.value, tuple(sorted((f.path, f.version) for f in files))) for prefix, files in listed.items()),
     )
-
-
-def _listing(signature: tuple) -> dict[SourceType, list[StoreFile]]:
-    """The listing a cache signature was made from."""
-    return {SourceType(prefix): [StoreFile(p, v) for p, v in files] for prefix, files in signature[2]}
 
 
 def _load(path: Path) -> Any:
@@ -97,11 +98,19 @@ def _load(path: Path) -> Any:
         return None
 
 
-def _read(path: Path) -> tuple[tuple, StoreSnapshot] | None:
+class _Cached(NamedTuple):
+    """One cache file: the listing signature it was made from and the snapshot."""
+
+    signature: _Signature
+    snapshot: StoreSnapshot
+
+
+def _read(path: Path) -> _Cached | None:
     loaded = _load(path)
     if not (isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[1], StoreSnapshot)):
         return None
-    return loaded
+    signature, snapshot = loaded
+    return _Cached(_Signature(*signature), snapshot) if len(signature) == 3 else None
 
 
 def _read_objects(path: Path) -> Objects:
@@ -126,84 +135,8 @@ def _dump(path: Path, value: Any) -> None:
         log.warning("dli: cannot write the cache file %s: %s", path, exc)
 
 
-def _write(path: Path, signature: tuple, snapshot: StoreSnapshot) -> None:
-    _dump(path, (signature, snapshot))
-
-
-class _Reader(SpecStore):
-    """The store as :func:`~dli_airflow.store.resolve` sees it: bytes known at the listed version first,
-    the real store for the rest. A store failure is remembered, because ``resolve`` isolates every file's
-    errors and would otherwise report an outage as broken specs."""
-
-    def __init__(self, store: SpecStore, versions: Mapping[str, str], known: Objects) -> None:
-        self.url = store.url
-        self._store = store
-        self._versions = versions
-        self._known = known
-        self.used: Objects = {}
-        self.failure: StoreUnavailableError | None = None
-
-    def list_files(self, prefix: SourceType) -> list[StoreFile]:
-        return self._store.list_files(prefix)
-
-    def display(self, path: str) -> str:
-        return self._store.display(path)
-
-    def read_bytes(self, path: str) -> bytes:
-        version = self._versions.get(path)
-        hit = self._known.get(path)
-        if hit is not None and version is not None and hit[0] == version:
-            self.used[path] = hit
-            return hit[1]
-        try:
-            data = self._store.read_bytes(path)
-        except StoreUnavailableError as exc:
-            self.failure = self.failure or exc
-            raise
-        if version is not None:
-            self.used[path] = (version, data)
-        return data
-
-
-def resolve_fetching(
-    store: SpecStore,
-    listed: Mapping[SourceType, list[StoreFile]],
-    known: Objects | None = None,
-    reuse: Reusable | None = None,
-    save: Callable[[Objects], None] | None = None,
-) -> tuple[StoreSnapshot, Objects]:
-    """Resolve a listing, reading only the files whose version is not in ``known``.
-
-    A store with ``read_many`` (S3) gets the changed specs and SQL files in one parallel batch first.
-
-    :param known: raw objects from earlier reads; updated in place with what this call fetched
-    :param reuse: specs validated by the last scan (see :func:`~dli_airflow.store.resolve`)
-    :param save: called with ``known`` once the changed objects are fetched, before the (long, for a big
-        store) validation: a parse killed by the dag-processor's timeout meanwhile loses no download
-    :returns: the snapshot, and the raw objects at their listed versions (for the next call's ``known``).
-    :raises StoreUnavailableError: the store failed while being read (never reported as a broken spec).
-    """
-    known = {} if known is None else known
-    versions = {f.path: f.version for files in listed.values() for f in files}
-    stale = [p for p, v in versions.items() if p.endswith(PREFETCH_SUFFIXES) and known.get(p, ("",))[0] != v]
-    read_many = getattr(store, "read_many", None)
-    if read_many is not None and stale:
-        fetched: dict[str, bytes] = {}
-        try:
-            read_many(stale, out=fetched)
-        finally:
-            # kept even when the store fails half-way: the next parse goes on from here
-            for path, data in list(fetched.items()):
-                known[path] = (versions[path], data)
-        if save is not None and fetched:
-            save(known)
-    reader = _Reader(store, versions, known)
-    snapshot = resolve(reader, dict(listed), reuse)
-    known.update(reader.used)
-    if reader.failure is not None:
-        raise reader.failure
-    objects = {p: kv for p, kv in {**known, **reader.used}.items() if versions.get(p) == kv[0]}
-    return snapshot, objects
+def _write(path: Path, signature: _Signature, snapshot: StoreSnapshot) -> None:
+    _dump(path, _Cached(signature, snapshot))
 
 
 def _when(path: Path) -> str:
@@ -232,7 +165,7 @@ def _last_good(
                 hint=exc.hint,
             ) from exc
         raise exc
-    snapshot = cached[1]
+    snapshot = cached.snapshot
     note = (
         f"[{exc.code}] {exc.message}; serving the last good copy of the store "
         f"({len(snapshot.active)} dataset DAG(s), read {_when(path)}) until it can be read again"
@@ -269,34 +202,32 @@ def load_snapshot(
             spec_store = open_store(target)
         except (StoreNotFoundError, StoreUnavailableError) as exc:
             return _last_good(target, exc, cache_dir, fallback)
-    remote = bool(getattr(spec_store, "remote", False))
-    set_deadline = getattr(spec_store, "set_deadline", None)
-    if set_deadline is not None:
-        set_deadline(READ_BUDGET_SECONDS)
+    remote = spec_store.remote
+    spec_store.set_deadline(READ_BUDGET_SECONDS)
     known: Objects | None = None
     try:
-        listed = {prefix: spec_store.list_files(prefix) for prefix in PREFIXES}
+        listed = list_store(spec_store)
         signature = _signature(listed)
         path = cache_path(spec_store.url, cache_dir)
         objects_file = objects_path(spec_store.url, cache_dir)
         part_path = path.with_name(f"{path.stem}-shard{shard[0]}of{shard[1]}{path.suffix}") if shard else None
         if part_path is not None:
             part = _read(part_path)
-            if part is not None and part[0] == signature:
+            if part is not None and part.signature == signature:
                 for touched in (part_path, path):
                     with contextlib.suppress(OSError):
                         os.utime(touched)
-                return part[1]
+                return part.snapshot
         cached = _read(path)
-        if cached is not None and cached[0] == signature:
+        if cached is not None and cached.signature == signature:
             with contextlib.suppress(OSError):
                 os.utime(path)  # its age, shown during an outage, is the time of the last good read
             if shard is not None and part_path is not None:
-                _write(part_path, signature, shard_snapshot(cached[1], *shard))
-            return cached[1]
+                _write(part_path, signature, shard_snapshot(cached.snapshot, *shard))
+            return cached.snapshot
         known = _read_objects(objects_file) if remote else {}
         # the specs whose files did not change since the last good scan are not validated again
-        reuse = reusable(cached[1], _listing(cached[0])) if cached is not None else None
+        reuse = reusable(cached.snapshot, cached.signature.files()) if cached is not None else None
         snapshot, objects = resolve_fetching(spec_store, listed, known, reuse, lambda done: _dump(objects_file, done))
     except StoreUnavailableError as exc:
         if remote and known:
@@ -304,8 +235,7 @@ def load_snapshot(
             _dump(objects_file, known)
         return _last_good(spec_store.url, exc, cache_dir, fallback)
     finally:
-        if set_deadline is not None:
-            set_deadline(None)
+        spec_store.set_deadline(None)
     if remote:
         _dump(objects_file, objects)
     _write(path, signature, snapshot)
@@ -314,4 +244,4 @@ def load_snapshot(
     return snapshot
 
 
-__all__ = ["cache_path", "load_snapshot", "objects_path", "resolve_fetching"]
+__all__ = ["cache_path", "load_snapshot", "objects_path"]

@@ -140,3 +140,12 @@ def sync_interval() -> int:
     if value < 30:
         raise ConfigError(f"[dli] sync_interval must be at least 30 seconds, got {value}")
     return value
+
+
+#: The environment variable naming the home folder of ``dli dev`` (its database, logs and secrets).
+DEV_HOME_ENV = "DLI_DEV_HOME"
+
+
+def dev_home() -> Path:
+    """The ``dli dev`` home: ``$DLI_DEV_HOME``, else ``~/.dli/airflow`` (the CLI's ``--home`` default)."""
+    return Path(os.environ.get(DEV_HOME_ENV) or Path.home() / ".dli" / "airflow").expanduser()

@@ -1,6 +1,6 @@
 """The DAG factory: one Airflow DAG per active dataset of the store.
 
-``dags/dli_datasets.py`` calls :func:`build_dags` and puts the result in its globals. Parsing stays
+The DAG file (``dli_airflow/dag_files/dli_datasets.py``) calls :func:`build_dags` and puts the result in its globals. Parsing stays
 fast and isolated: the store is read once per parse (from the on-disk snapshot cache when nothing
 changed), each spec is built in its own ``try``, on a worker only the DAG being run is built, and
 every problem is logged and shown in the ``dli_spec_errors`` DAG instead of hiding other DAGs.
@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, Param, get_parsing_context
 
+from dli_airflow.catalog import shard_of
 from dli_airflow.errors import DliError
-from dli_airflow.store import shard_of
 from dli_airflow.sync import SYNC_DAG_ID
 
 if TYPE_CHECKING:
+    from dli_airflow.catalog import SpecEntry, StoreSnapshot
     from dli_airflow.errors import DliError as _DliError
     from dli_airflow.spec import DatasetSpec, ParameterSpec
-    from dli_airflow.store import SpecEntry, StoreSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def param_for(param: ParameterSpec) -> Param:
     A required parameter becomes nullable: Airflow 3.3 refuses a scheduled DAG with a required Param
     that has no default, and that error drops every DAG of the file. The operator enforces it.
     """
-    from dli_airflow.sql import parameter_json_schema
+    from dli_airflow.params import parameter_json_schema
 
     schema = parameter_json_schema(param)
     default = param.default.isoformat() if hasattr(param.default, "isoformat") else param.default

@@ -8,15 +8,49 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import yaml
 
-from dli_airflow.errors import DliError, SpecFileNotFoundError, WorkflowRegistrationError
-from dli_airflow.spec import DatasetSpec, load_yaml, validate_spec
-from dli_airflow.store import SingleFileStore, SpecEntry, SpecStore, load_entry
+from dli_airflow._yaml import load_yaml
+from dli_airflow.catalog import SpecEntry, load_entry
+from dli_airflow.errors import (
+    DliError,
+    SpecFileNotFoundError,
+    WorkflowNotFoundError,
+    WorkflowPermissionError,
+    WorkflowRegistrationError,
+)
+from dli_airflow.spec import DatasetSpec, SourceType, validate_spec
+from dli_airflow.store import SingleFileStore, SpecStore
+
+if TYPE_CHECKING:
+    from dli_airflow.catalog import StoreSnapshot
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Unpack
+
+
+class ScheduleOverrides(TypedDict, total=False):
+    """The schedule settings a registration may override (``dli workflow register --cron ...``).
+
+    The one list of these keywords: the client's ``register`` and the CLI take exactly these.
+    """
+
+    cron: str
+    timezone: str
+    enabled: bool
+    retry_max_attempts: int
+    retry_delay_seconds: int
+
+
+#: The keywords of :class:`ScheduleOverrides`, in order.
+OVERRIDE_KEYS: tuple[str, ...] = tuple(ScheduleOverrides.__annotations__)
 
 
 @dataclass(frozen=True)
@@ -37,13 +71,16 @@ def prepare_registration(
     spec_path: str | os.PathLike[str] | None = None,
     spec: DatasetSpec | dict[str, Any] | None = None,
     sql: str | None = None,
-    cron: str | None = None,
-    timezone: str | None = None,
-    enabled: bool | None = None,
-    retry_max_attempts: int | None = None,
-    retry_delay_seconds: int | None = None,
+    **overrides: Unpack[ScheduleOverrides],
 ) -> PreparedSpec:
-    """Load a spec (file, model or dict), apply the schedule overrides and validate the result."""
+    """Load a spec (file, model or dict), apply the schedule overrides and validate the result.
+
+    :param overrides: :class:`ScheduleOverrides`; ``None`` values are left out
+    """
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; allowed: {', '.join(OVERRIDE_KEYS)}")
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if (spec_path is None) == (spec is None):
         raise WorkflowRegistrationError("give exactly one of spec_path or spec")
     sql_text: str | None = sql
@@ -53,29 +90,23 @@ def prepare_registration(
             raise SpecFileNotFoundError(f"{path} does not exist")
         store = SingleFileStore.for_file(path)
         rel = path.resolve().relative_to(store.root.resolve()).as_posix()
-        loaded, file_sql, sql_rel = load_entry(store, rel)
+        loaded = load_entry(store, rel)
         document = load_yaml(path.read_bytes(), str(path))
-        if sql_rel is not None:
-            sql_text = file_sql
+        if loaded.sql_path is not None:
+            sql_text = loaded.sql
     elif isinstance(spec, DatasetSpec):
         document = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     else:
         document = copy.deepcopy(dict(spec or {}))
     if not isinstance(document, dict):
         raise WorkflowRegistrationError("the spec must be a mapping")
-    overrides = {
-        "cron": cron,
-        "timezone": timezone,
-        "enabled": enabled,
-    }
-    if any(v is not None for v in overrides.values()) or retry_max_attempts is not None or retry_delay_seconds is not None:
+    if given:
         schedule = dict(document.get("schedule") or {})
-        schedule.update({k: v for k, v in overrides.items() if v is not None})
+        schedule.update({k: given[k] for k in ("cron", "timezone", "enabled") if k in given})
         retry = dict(schedule.get("retry") or {})
-        if retry_max_attempts is not None:
-            retry["max_attempts"] = retry_max_attempts
-        if retry_delay_seconds is not None:
-            retry["delay_seconds"] = retry_delay_seconds
+        for key in ("max_attempts", "delay_seconds"):
+            if f"retry_{key}" in given:
+                retry[key] = given[f"retry_{key}"]
         if retry:
             schedule["retry"] = retry
         document["schedule"] = schedule
@@ -88,7 +119,7 @@ def prepare_registration(
     shown = str(spec_path) if spec_path is not None else "<spec>"
     validated = validate_spec(document, shown)
     if sql_text is not None and document.get("query_file"):
-        from dli_airflow.sql import check_template
+        from dli_airflow.render import check_template
 
         check_template(sql_text, validated, shown)
     return PreparedSpec(spec=validated, document=document, sql=sql_text if document.get("query_file") else None)
@@ -100,7 +131,7 @@ def write_manual(store: SpecStore, prepared: PreparedSpec) -> WrittenSpec:
     spec_path = f"manual/{name}.yaml"
     sql_path = f"manual/{name}.sql" if prepared.sql is not None else None
     text = yaml.safe_dump(prepared.document, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    header = f"# Registered through dli (manual/). Edit with `dli workflow register --force`.\n"
+    header = "# Registered through dli (manual/). Edit with `dli workflow register --force`.\n"
     try:
         if sql_path is not None and prepared.sql is not None:
             store.put_manual(sql_path, prepared.sql.encode("utf-8"))
@@ -117,3 +148,63 @@ def delete_manual(store: SpecStore, entry: SpecEntry) -> None:
     store.delete_manual(entry.path)
     if entry.sql_path is not None:
         store.delete_manual(entry.sql_path)
+
+
+def registration_warning(snapshot: StoreSnapshot | None, name: str, *, force: bool) -> str | None:
+    """Decide whether ``name`` may be registered as a manual spec; the warning to show if it may.
+
+    A name that exists in ``code/`` needs ``force``: the manual copy is stored but stays inactive
+    (overridden). Replacing an existing manual spec needs ``force`` too.
+
+    :param snapshot: the store as it is now (``None``: not readable here, nothing to check against)
+    :raises WorkflowRegistrationError: the name is taken and ``force`` was not given
+    """
+    if snapshot is None:
+        return None
+    sources = {e.source for e in snapshot.entries if e.name == name}
+    warning = None
+    if SourceType.CODE in sources:
+        warning = (
+            "This dataset already exists in code/: your manual registration will be overridden by code; "
+            "the manual file is kept but inactive"
+        )
+        if not force:
+            raise WorkflowRegistrationError(
+                f"Dataset {name!r} already exists in code/. {warning}.",
+                hint="pass force=True (--force) to store it anyway",
+            )
+    if SourceType.MANUAL in sources and not force:
+        raise WorkflowRegistrationError(
+            f"Dataset {name!r} is already registered (manual)", hint="pass force=True (--force) to replace it"
+        )
+    return warning
+
+
+def manual_entry(snapshot: StoreSnapshot, name: str) -> tuple[SpecEntry, bool]:
+    """The manual entry of ``name`` that unregistering removes, and whether a code spec stays active.
+
+    :raises WorkflowNotFoundError: the store has no spec of that name
+    :raises WorkflowPermissionError: only a code spec has it (code is changed in Git, not here)
+    """
+    sources = {e.source for e in snapshot.entries if e.name == name}
+    if not sources:
+        raise WorkflowNotFoundError(f"Dataset {name!r} is not registered in the store {snapshot.store}")
+    if SourceType.MANUAL not in sources:
+        raise WorkflowPermissionError(
+            f"Workflow {name!r} is managed by code (GitOps)",
+            hint="modify the YAML in Git and deploy it through CI; only pause/unpause are allowed here",
+        )
+    return snapshot.get(name, SourceType.MANUAL), SourceType.CODE in sources
+
+
+__all__ = [
+    "OVERRIDE_KEYS",
+    "PreparedSpec",
+    "ScheduleOverrides",
+    "WrittenSpec",
+    "delete_manual",
+    "manual_entry",
+    "prepare_registration",
+    "registration_warning",
+    "write_manual",
+]

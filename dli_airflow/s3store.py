@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from dli_airflow.errors import ConfigError, SpecValidationError, StoreUnavailableError
 from dli_airflow.spec import SourceType
-from dli_airflow.store import SpecStore, StoreFile, StoreSnapshot
+from dli_airflow.store import SpecStore, StoreFile
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -211,7 +211,7 @@ class S3Store(SpecStore):
     :param conn_id: the Airflow AWS connection (default ``[dli] aws_conn_id``)
     """
 
-    #: Reads cost a round trip: the snapshot cache keeps the raw bytes of objects by ETag.
+    #: Reads cost a round trip: the catalog reads changed objects ahead, the cache keeps them by ETag.
     remote = True
     max_concurrency = MAX_CONCURRENCY
 
@@ -321,14 +321,6 @@ class S3Store(SpecStore):
                 if future.exception() is not None:
                     raise future.exception()  # type: ignore[misc]
         return out
-
-    def scan(self) -> StoreSnapshot:
-        """List both prefixes, read the spec and SQL objects in parallel, resolve."""
-        from dli_airflow.cache import resolve_fetching
-        from dli_airflow.store import PREFIXES
-
-        listed = {prefix: self.list_files(prefix) for prefix in PREFIXES}
-        return resolve_fetching(self, listed)[0]
 
     # -- writes (only through put_manual / delete_manual) ----------------------------------------------
     def _put(self, path: str, data: bytes) -> None:

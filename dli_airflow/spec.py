@@ -8,6 +8,7 @@ what is wrong and how to fix it. Nothing here touches Airflow.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from datetime import date, datetime
 from enum import Enum
@@ -15,41 +16,80 @@ from functools import lru_cache
 from typing import Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from dli_airflow.errors import DliError, Problem, SpecSyntaxError, SpecValidationError
-
-#: A spec larger than this is refused before parsing (specs are a few KiB; this stops a 10 MB paste).
-MAX_SPEC_BYTES = 1024 * 1024
-#: The most YAML nodes a spec may expand to through anchors and aliases (stops an alias bomb).
-MAX_YAML_NODES = 20_000
+from dli_airflow._yaml import load_yaml
+from dli_airflow.errors import DliError, Problem, SpecValidationError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 PARAM_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-try:  # the C loader is several times faster; fall back to pure Python where libyaml is missing
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
-
-_DATE_CONTEXT = "while constructing a date"
+_TRUE = {"true", "t", "yes", "y", "1", "on"}
+_FALSE = {"false", "f", "no", "n", "0", "off"}
 
 
-class _SpecLoader(_Loader):  # type: ignore[valid-type,misc]
-    """The safe loader, but an impossible date (``2024-02-30``) is a marked YAML error, not a bare ValueError."""
+def coerce_value(param_type: str, value: Any) -> Any:
+    """Coerce one value (from YAML, JSON or a ``key=value`` string) to a declared type.
 
-
-def _construct_timestamp(loader: Any, node: yaml.ScalarNode) -> Any:
-    try:
-        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
-    except (ValueError, OverflowError) as exc:
-        raise yaml.constructor.ConstructorError(
-            _DATE_CONTEXT, node.start_mark, f"{node.value!r} is not a valid date ({exc})", node.start_mark
-        ) from None
-
-
-_SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+    :raises ValueError: with a short reason when the value does not fit the type.
+    """
+    if value is None:
+        return None
+    if param_type == "string":
+        if isinstance(value, (dict, list)):
+            raise ValueError("expected text, got a " + type(value).__name__)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (date, datetime)):
+            return value.isoformat()
+        return str(value)
+    if param_type == "date":
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, date):
+            return value
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError("expected a date as YYYY-MM-DD, e.g. 2024-01-15") from None
+        raise ValueError("expected a date as YYYY-MM-DD, e.g. 2024-01-15")
+    if param_type == "integer":
+        if isinstance(value, bool):
+            raise ValueError("expected a whole number, got a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+            raise ValueError("expected a whole number")
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+            return int(value)
+        raise ValueError("expected a whole number, e.g. 100")
+    if param_type == "number":
+        if isinstance(value, bool):
+            raise ValueError("expected a number, got a boolean")
+        if isinstance(value, (int, float)):
+            number = float(value) if isinstance(value, float) else value
+        elif isinstance(value, str):
+            try:
+                number = float(value) if re.search(r"[.eE]", value) else int(value)
+            except ValueError:
+                raise ValueError("expected a number, e.g. 0.5") from None
+        else:
+            raise ValueError("expected a number, e.g. 0.5")
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
+    if param_type == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError("expected true or false")
+    raise ValueError(f"unknown parameter type {param_type!r}")  # pragma: no cover - guarded by the model
 
 
 class SourceType(str, Enum):
@@ -105,8 +145,6 @@ class ParameterSpec(_Model):
         param_type = info.data.get("type")
         if value is None or param_type is None:
             return value
-        from dli_airflow.sql import coerce_value
-
         try:
             return coerce_value(param_type, value)
         except ValueError as exc:
@@ -310,88 +348,6 @@ def load_spec(data: bytes | str, path: str) -> DatasetSpec:
     """
     document = load_yaml(data, path)
     return validate_spec(document, path)
-
-
-def load_yaml(data: bytes | str, path: str) -> Any:
-    """Safe-load one YAML document with limits on size and alias expansion."""
-    if isinstance(data, bytes):
-        if len(data) > MAX_SPEC_BYTES:
-            raise SpecSyntaxError(
-                f"{path}: the file is {len(data) / 1e6:.1f} MB; a spec may be at most {MAX_SPEC_BYTES // 1024} KiB",
-                hint="put large SQL in a query_file and keep the spec small",
-            )
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise SpecSyntaxError(
-                f"{path}:{line}: the file is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-                hint="save the file as UTF-8",
-            ) from None
-    else:
-        text = data
-        if len(text) > MAX_SPEC_BYTES:
-            raise SpecSyntaxError(f"{path}: the spec is larger than {MAX_SPEC_BYTES // 1024} KiB")
-    if not text.strip():
-        raise SpecSyntaxError(
-            f"{path}: the file is empty",
-            hint="a Dataset Spec needs at least name, owner and query or query_file (see `dli spec schema`)",
-        )
-    loader = _SpecLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise SpecSyntaxError(f"{path}: the file holds only comments", hint="write the spec's fields")
-        _check_expansion(node, path)
-        document = loader.construct_document(node)
-    except yaml.constructor.ConstructorError as exc:
-        mark = exc.problem_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise SpecSyntaxError(
-            f"{path}{line}: {exc.problem}",
-            hint="write dates as YYYY-MM-DD, e.g. 2024-01-15"
-            if exc.context == _DATE_CONTEXT
-            else "Dataset Specs are plain YAML: remove tags such as !!python/object",
-        ) from None
-    except yaml.composer.ComposerError as exc:
-        mark = exc.problem_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise SpecSyntaxError(f"{path}{line}: {exc.problem}", hint="a spec file holds exactly one YAML document") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise SpecSyntaxError(f"{path}{line}: YAML syntax error: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise SpecSyntaxError(f"{path}: YAML error: {exc}") from None
-    finally:
-        loader.dispose()
-    return document
-
-
-def _check_expansion(root: yaml.Node, path: str) -> None:
-    """Refuse documents whose aliases expand past :data:`MAX_YAML_NODES` (the "billion laughs")."""
-    sizes: dict[int, int] = {}
-
-    def size(node: yaml.Node, depth: int) -> int:
-        known = sizes.get(id(node))
-        if known is not None:
-            return known
-        if depth > 100:
-            raise SpecSyntaxError(f"{path}: the YAML nests deeper than 100 levels")
-        total = 1
-        if isinstance(node, yaml.SequenceNode):
-            total += sum(size(child, depth + 1) for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
-        sizes[id(node)] = total
-        if total > MAX_YAML_NODES:
-            raise SpecSyntaxError(
-                f"{path}: the YAML expands to more than {MAX_YAML_NODES} nodes through anchors and aliases",
-                hint="remove the repeated aliases (&x / *x); a spec has no need for them at this size",
-            )
-        return total
-
-    size(root, 0)
 
 
 def validate_spec(document: Any, path: str) -> DatasetSpec:

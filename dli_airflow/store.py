@@ -1,48 +1,33 @@
-"""The spec store: ``code/`` and ``manual/`` prefixes, resolution, and per-file fault isolation.
+"""The storage layer of a spec store: list, read and write files under ``code/`` and ``manual/``.
 
-A store holds Dataset Spec files (``*.yaml`` / ``*.yml``, any depth) and their SQL under two prefixes:
-``code/`` (deployed from Git by CI) and ``manual/`` (registered through the client). For each dataset
-name, code wins: the manual spec is kept untouched and reported ``overridden``; when the code spec goes
-away the manual one is active again. Two files of one prefix that declare the same name are a
-conflict: neither is scheduled until it is fixed. One broken file never hides the others.
-
-``scan()`` returns a :class:`StoreSnapshot`: every valid entry with its source and status, and one
-:class:`~dli_airflow.errors.DliError` per broken file or conflict.
+A store is a folder (:class:`LocalStore`) or ``s3://bucket/prefix`` (:class:`~dli_airflow.s3store.S3Store`)
+holding two prefixes: ``code/`` (deployed from Git by CI) and ``manual/`` (registered through the client).
+Writes go through one guard, :func:`manual_path`: nothing here writes or deletes under ``code/``.
+Loading and resolving the specs of a store is :mod:`dli_airflow.catalog`. Nothing here touches Airflow.
 """
 
 from __future__ import annotations
 
-import logging
 import contextlib
-import dataclasses
 import os
 import posixpath
 import tempfile
-import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 from dli_airflow.errors import (
-    WorkflowPermissionError,
-    WorkflowRegistrationError,
-    DatasetNotFoundError,
-    DliError,
-    Problem,
-    SpecConflictError,
     SpecValidationError,
     StoreNotFoundError,
+    WorkflowPermissionError,
+    WorkflowRegistrationError,
 )
-from dli_airflow.spec import DatasetSpec, DatasetStatus, SourceType, load_spec, load_yaml, validate_spec
-
-log = logging.getLogger(__name__)
+from dli_airflow.spec import SourceType
 
 PREFIXES = (SourceType.CODE, SourceType.MANUAL)
 SPEC_SUFFIXES = (".yaml", ".yml")
-#: SQL files larger than this are refused (a runaway generated file, not a query).
-MAX_SQL_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,85 +38,18 @@ class StoreFile:
     version: str
 
 
-@dataclass(frozen=True)
-class SpecEntry:
-    """A valid spec of the store, with its SQL, source and resolved status."""
-
-    spec: DatasetSpec
-    source: SourceType
-    status: DatasetStatus
-    path: str
-    sql: str
-    sql_path: str | None = None
-    overridden_by: SourceType | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def schedules(self) -> bool:
-        """Whether this entry becomes a DAG (it is the winning copy of its dataset)."""
-        return self.status is not DatasetStatus.OVERRIDDEN
-
-
-@dataclass(frozen=True)
-class StoreSnapshot:
-    """Everything one scan of a store found."""
-
-    store: str
-    entries: tuple[SpecEntry, ...]
-    problems: tuple[DliError, ...] = ()
-    warnings: tuple[str, ...] = field(default=())
-
-    @property
-    def active(self) -> list[SpecEntry]:
-        """The winning entry of each dataset (status ``active`` or ``paused``): what becomes a DAG."""
-        return [e for e in self.entries if e.schedules]
-
-    def get(self, name: str, source: SourceType | None = None) -> SpecEntry:
-        """The entry for a dataset: the winning one, or the one of ``source``.
-
-        :raises DatasetNotFoundError: naming close matches.
-        """
-        matches = [e for e in self.entries if e.name == name and (source is None or e.source is source)]
-        if source is None:
-            matches = sorted(matches, key=lambda e: (not e.schedules, e.source is not SourceType.CODE))
-        if matches:
-            return matches[0]
-        for problem in self.problems:
-            if f"'{name}'" in problem.message:
-                raise DatasetNotFoundError(
-                    f"Dataset {name!r} is in the store {self.store} but its spec has a problem: {problem.message}",
-                    hint="fix the spec (`dli spec validate` shows every problem)",
-                )
-        import difflib
-
-        close = difflib.get_close_matches(name, sorted({e.name for e in self.entries}), n=3)
-        suggestion = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise DatasetNotFoundError(f"Dataset {name!r} is not in the store {self.store}.{suggestion}")
-
-
-def shard_of(name: str, shards: int) -> int:
-    """Which of ``shards`` DAG files builds the DAG of dataset ``name``: a hash of the name that is the
-    same in every process and release (``zlib.crc32``; Python's ``hash`` of a str changes per process)."""
-    return zlib.crc32(name.encode("utf-8")) % shards if shards > 1 else 0
-
-
-def shard_snapshot(snapshot: StoreSnapshot, shard: int, shards: int) -> StoreSnapshot:
-    """The part of ``snapshot`` that shard ``shard`` of ``shards`` builds; the store's problems go to shard 0."""
-    return dataclasses.replace(
-        snapshot,
-        entries=tuple(e for e in snapshot.entries if shard_of(e.name, shards) == shard),
-        problems=snapshot.problems if shard == 0 else (),
-    )
-
-
 class SpecStore(ABC):
-    """A place that holds ``code/`` and ``manual/`` spec files. Subclasses list and read files."""
+    """A place that holds ``code/`` and ``manual/`` spec files. Subclasses list and read files.
+
+    Capabilities are declared, not guessed: a ``remote`` store pays a round trip per read, so the catalog
+    fetches changed files ahead with :meth:`read_many` and the cache keeps their raw bytes by version; a
+    deadline (:meth:`set_deadline`) bounds a whole scan of a store that may hang.
+    """
 
     #: How the store is named to users (a path or an ``s3://`` URL).
     url: str
+    #: Reads cost a round trip (the snapshot cache keeps the raw bytes of objects by version).
+    remote: ClassVar[bool] = False
 
     @abstractmethod
     def list_files(self, prefix: SourceType) -> list[StoreFile]:
@@ -141,14 +59,25 @@ class SpecStore(ABC):
     def read_bytes(self, path: str) -> bytes:
         """The content of one file (path relative to the store root)."""
 
+    def read_many(self, paths: Iterable[str], out: dict[str, bytes] | None = None) -> dict[str, bytes]:
+        """Read several files; missing ones are left out (reading them again says why).
+
+        :param out: filled as reads complete, so what was read before a failure is kept by the caller
+        """
+        out = {} if out is None else out
+        for path in dict.fromkeys(paths):
+            try:
+                out[path] = self.read_bytes(path)
+            except SpecValidationError:
+                pass
+        return out
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Refuse to start requests ``seconds`` from now (None: no deadline). A local store needs none."""
+
     def display(self, path: str) -> str:
         """A file's name as users see it in messages."""
         return f"{self.url.rstrip('/')}/{path}"
-
-    def scan(self) -> StoreSnapshot:
-        """Load, validate and resolve every spec of the store, isolating each file's faults."""
-        listed: dict[SourceType, list[StoreFile]] = {prefix: self.list_files(prefix) for prefix in PREFIXES}
-        return resolve(self, listed)
 
     # -- writes: only ever under manual/ -------------------------------------------------------------------
     def put_manual(self, path: str, data: bytes) -> None:
@@ -186,179 +115,6 @@ def manual_path(path: str) -> str:
             hint="code/ is deployed from Git by CI; register the spec as a manual one instead",
         )
     return normalized
-
-
-#: A spec loaded earlier, by its path: (spec version, SQL path or None, SQL version, what it loaded).
-Reusable = Mapping[str, tuple[str, "str | None", "str | None", tuple[DatasetSpec, str, "str | None"]]]
-
-
-def reusable(snapshot: StoreSnapshot, listed: Mapping[SourceType, Iterable[StoreFile]]) -> dict[str, Any]:
-    """What :func:`resolve` may take from ``snapshot`` (scanned from ``listed``) instead of loading again."""
-    versions = {f.path: f.version for files in listed.values() for f in files}
-    return {
-        e.path: (versions[e.path], e.sql_path, versions.get(e.sql_path) if e.sql_path else None, (e.spec, e.sql, e.sql_path))
-        for e in snapshot.entries
-        if e.path in versions
-    }
-
-
-def resolve(
-    store: SpecStore, listed: dict[SourceType, list[StoreFile]], reuse: Reusable | None = None
-) -> StoreSnapshot:
-    """Load every spec of ``listed`` from ``store`` and resolve code over manual.
-
-    :param reuse: specs loaded by an earlier scan (:func:`reusable`): one whose spec file and SQL file
-        have the same versions now is taken as it is, so a change to one file re-validates one spec.
-    """
-    problems: list[DliError] = []
-    loaded: dict[SourceType, list[tuple[DatasetSpec, StoreFile, str, str | None]]] = {p: [] for p in PREFIXES}
-    # names that a broken code file still declares: its manual twin stays overridden, so a bad deploy
-    # never silently swaps in an old manual copy
-    claimed_by_broken_code: set[str] = set()
-    versions = {f.path: f.version for files in listed.values() for f in files}
-    all_paths = set(versions)
-    for prefix in PREFIXES:
-        for file in sorted(listed[prefix], key=lambda f: f.path):
-            if not file.path.endswith(SPEC_SUFFIXES):
-                continue
-            earlier = reuse.get(file.path) if reuse else None
-            if earlier is not None and earlier[0] == file.version and (
-                earlier[1] is None or versions.get(earlier[1]) == earlier[2]
-            ):
-                loaded[prefix].append((earlier[3][0], file, earlier[3][1], earlier[3][2]))
-                continue
-            try:
-                spec, sql, sql_path = load_entry(store, file.path, all_paths)
-            except Exception as exc:  # isolation point: one spec file never hides the others
-                if isinstance(exc, DliError):
-                    error = exc
-                else:
-                    log.exception("unexpected error loading spec %s", store.display(file.path))
-                    error = SpecValidationError(
-                        f"{store.display(file.path)}: cannot be loaded ({type(exc).__name__}: {exc})",
-                        hint="fix the file; if it looks right, report this as a dli-airflow bug",
-                    )
-                log.debug("spec %s: [%s] %s", store.display(file.path), error.code, error.message)
-                problems.append(error)
-                if prefix is SourceType.CODE:
-                    name = _declared_name(store, file.path)
-                    if name:
-                        claimed_by_broken_code.add(name)
-                continue
-            loaded[prefix].append((spec, file, sql, sql_path))
-
-    entries: list[SpecEntry] = []
-    code_names: set[str] = set(claimed_by_broken_code)
-    for prefix in PREFIXES:
-        by_name: dict[str, list[tuple[DatasetSpec, StoreFile, str, str | None]]] = {}
-        for item in loaded[prefix]:
-            by_name.setdefault(item[0].name, []).append(item)
-        for name, items in sorted(by_name.items()):
-            if prefix is SourceType.CODE:
-                code_names.add(name)
-            if len(items) > 1:
-                files = [store.display(i[1].path) for i in items]
-                problems.append(
-                    SpecConflictError(
-                        f"Dataset {name!r} is declared by {len(files)} files under {prefix.value}/: "
-                        + " and ".join(files),
-                        problems=[Problem(f"declares dataset {name!r}", file=f, field="name") for f in files],
-                    )
-                )
-                continue
-            spec, file, sql, sql_path = items[0]
-            if prefix is SourceType.MANUAL and name in code_names:
-                status, overridden_by = DatasetStatus.OVERRIDDEN, SourceType.CODE
-            else:
-                enabled = spec.schedule.enabled if spec.schedule else True
-                status, overridden_by = (DatasetStatus.ACTIVE if enabled else DatasetStatus.PAUSED), None
-            entries.append(
-                SpecEntry(
-                    spec=spec,
-                    source=prefix,
-                    status=status,
-                    path=file.path,
-                    sql=sql,
-                    sql_path=sql_path,
-                    overridden_by=overridden_by,
-                )
-            )
-    entries.sort(key=lambda e: (e.name, e.source.value))
-    return StoreSnapshot(store=store.url, entries=tuple(entries), problems=tuple(problems))
-
-
-def load_entry(store: SpecStore, path: str, all_paths: set[str] | None = None) -> tuple[DatasetSpec, str, str | None]:
-    """Load one spec file and its SQL; check the SQL template.
-
-    :returns: the spec, the SQL template text, and the SQL file's store path (``None`` for inline SQL).
-    """
-    from dli_airflow.sql import check_template
-
-    shown = store.display(path)
-    spec = load_spec(store.read_bytes(path), shown)
-    if spec.query is not None:
-        sql, sql_path = spec.query, None
-    else:
-        sql_path = sql_location(spec.query_file or "", path, shown)
-        if all_paths is not None and sql_path not in all_paths:
-            raise SpecValidationError(
-                f"{shown}: query_file: {spec.query_file!r} does not exist (looked for {store.display(sql_path)})",
-                hint="put the SQL file beside the spec, or fix the name",
-                problems=[Problem("file not found", file=shown, field="query_file")],
-            )
-        try:
-            raw = store.read_bytes(sql_path)
-        except SpecValidationError as exc:  # e.g. a symlink that leads out of the store
-            raise SpecValidationError(
-                f"{shown}: query_file: {exc.message}",
-                hint=exc.hint,
-                problems=[Problem(exc.message, file=shown, field="query_file")],
-            ) from exc
-        if len(raw) > MAX_SQL_BYTES:
-            raise SpecValidationError(
-                f"{store.display(sql_path)}: the SQL file is {len(raw) / 1e6:.1f} MB; the limit is "
-                f"{MAX_SQL_BYTES // (1024 * 1024)} MB"
-            )
-        try:
-            sql = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise SpecValidationError(
-                f"{store.display(sql_path)}: the SQL file is not UTF-8 (offset {exc.start})",
-                hint="save the SQL file as UTF-8",
-            ) from None
-        if not sql.strip():
-            raise SpecValidationError(f"{store.display(sql_path)}: the SQL file is empty", hint="write the query")
-    check_template(sql, spec, store.display(sql_path) if sql_path else shown)
-    return spec, sql, sql_path
-
-
-def sql_location(query_file: str, spec_path: str, shown: str) -> str:
-    """The store path of a spec's ``query_file``, refusing anything that leaves the store."""
-    if not query_file.strip():
-        raise SpecValidationError(f"{shown}: query_file: is empty", hint="name the SQL file beside the spec")
-    if query_file.startswith(("/", "\\")) or (len(query_file) > 1 and query_file[1] == ":"):
-        raise SpecValidationError(
-            f"{shown}: query_file: {query_file!r} is an absolute path",
-            hint="give a path relative to the spec file, e.g. 'daily_clicks.sql'",
-            problems=[Problem("absolute path", file=shown, field="query_file")],
-        )
-    joined = posixpath.normpath(posixpath.join(posixpath.dirname(spec_path), query_file.replace("\\", "/")))
-    if joined.startswith("../") or joined == ".." or ".." in query_file.replace("\\", "/").split("/"):
-        raise SpecValidationError(
-            f"{shown}: query_file: {query_file!r} uses '..'",
-            hint="keep the SQL file beside the spec (or below it) inside the store",
-            problems=[Problem("path escapes", file=shown, field="query_file")],
-        )
-    return joined
-
-
-def _declared_name(store: SpecStore, path: str) -> str | None:
-    try:
-        document = load_yaml(store.read_bytes(path), path)
-    except (DliError, OSError):
-        return None
-    name = document.get("name") if isinstance(document, dict) else None
-    return name if isinstance(name, str) else None
 
 
 class LocalStore(SpecStore):
@@ -440,18 +196,6 @@ class LocalStore(SpecStore):
             target.unlink()
 
 
-def open_store(url: str | os.PathLike[str] | None = None) -> SpecStore:
-    """The store named by ``url`` or by ``[dli] spec_store``."""
-    from dli_airflow import config
-
-    target = str(url) if url is not None else config.spec_store()
-    if target.startswith("s3://"):
-        from dli_airflow.s3store import S3Store  # type: ignore[import-not-found]
-
-        return S3Store(target)  # pragma: no cover - issue 5
-    return LocalStore(target)
-
-
 def iter_spec_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     """Expand CLI arguments: spec files as they are, folders to every ``*.yaml``/``*.yml`` below them."""
     for raw in paths:
@@ -496,12 +240,13 @@ class SingleFileStore(SpecStore):
 
 
 __all__ = [
+    "PREFIXES",
+    "SPEC_SUFFIXES",
     "LocalStore",
-    "SpecEntry",
+    "SingleFileStore",
     "SpecStore",
     "StoreFile",
-    "StoreSnapshot",
-    "open_store",
-    "resolve",
-    "validate_spec",
+    "is_store_root",
+    "iter_spec_files",
+    "manual_path",
 ]

@@ -31,17 +31,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from dli_airflow.hooks import AIRFLOW_API_CONN_ID
+
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
+    from dli_airflow.catalog import StoreSnapshot
     from dli_airflow.client import WorkflowClient
-    from dli_airflow.store import StoreSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ SYNC_DAG_ID = "dli_sync"
 #: The Airflow Variable holding what the last syncs saw.
 STATE_VARIABLE = "dli_sync_state"
 #: The Airflow connection to the REST API used to apply ``schedule.enabled`` to a DAG's paused state.
-API_CONN_ID = "dli_airflow_api"
+API_CONN_ID = AIRFLOW_API_CONN_ID
 #: Not ``dli``: that tag marks the dataset DAGs, one per dataset of the store.
 TAGS = ["dli:maintenance"]
 START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -203,27 +204,13 @@ def advance(
 
 
 def api_client() -> WorkflowClient | None:
-    """A REST API client for pausing DAGs: the ``dli_airflow_api`` connection, else ``DLI_AIRFLOW_*``."""
-    from dli_airflow.client import WorkflowClient
+    """A REST API client for pausing DAGs: the ``dli_airflow_api`` connection, else ``DLI_AIRFLOW_*``.
 
-    conn = None
-    try:
-        from airflow.sdk import BaseHook
+    :returns: ``None`` when neither is configured (the pause is then recorded as not applied)
+    """
+    from dli_airflow.hooks.airflow_api import AirflowApiHook
 
-        conn = BaseHook.get_connection(API_CONN_ID)
-    except Exception as exc:  # not defined: fall back to the environment
-        log.debug("dli: no %s connection (%s)", API_CONN_ID, type(exc).__name__)
-    if conn is not None and conn.host:
-        host = conn.host.rstrip("/")
-        if "://" not in host:
-            scheme = conn.schema if conn.schema in ("http", "https") else "http"
-            host = f"{scheme}://{host}{f':{conn.port}' if conn.port else ''}"
-        if conn.login:
-            return WorkflowClient(host, username=conn.login, password=conn.password or "", retries=2)
-        return WorkflowClient(host, token=conn.password or "", retries=2)
-    if os.environ.get("DLI_AIRFLOW_URL"):
-        return WorkflowClient.from_env(retries=2)
-    return None
+    return AirflowApiHook(API_CONN_ID).get_conn()
 
 
 def _apply_paused(name: str, paused: bool, client_factory: Callable[[], WorkflowClient | None]) -> bool:

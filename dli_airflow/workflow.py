@@ -1,15 +1,69 @@
-"""Frozen results of :class:`~dli_airflow.client.WorkflowClient` (seed 001 §2.2, 003 §8). No Airflow here."""
+"""Workflows on Airflow: the frozen results of :class:`~dli_airflow.client.WorkflowClient` (seed 001 §2.2,
+003 §8), their converters from REST API v2 objects, and the protocol the client and the operator share
+(run ids, reserved ``conf`` keys, the backfill-stop rule, the note of a stopped run). No Airflow here.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dli_airflow.errors import WorkflowExecutionError
 from dli_airflow.spec import DatasetStatus as WorkflowStatus
 from dli_airflow.spec import SourceType
+
+if TYPE_CHECKING:
+    from dli_airflow.catalog import SpecEntry
+
+# -- the protocol between client and operator ---------------------------------------------------------------
+
+#: ``conf`` keys with this prefix are dli's own, never parameters.
+RESERVED_CONF_PREFIX = "__dli"
+#: The ``conf`` key that ties the runs of one dli backfill together.
+BACKFILL_TOKEN_KEY = f"{RESERVED_CONF_PREFIX}_backfill"
+#: Prefix of the run note that marks a run stopped by a user (KILLED rather than FAILED).
+KILLED_NOTE_PREFIX = "dli: stopped by"
+#: Kinds in run ids the client makes: ``<dataset>__<kind>__<UTC timestamp>``.
+RUN_KINDS = ("adhoc", "backfill")
+RUN_ID_PATTERN = re.compile(r"^(?P<dataset>.+)__(?P<kind>adhoc|backfill)__(?P<ts>\d{8}T\d{6}(?:\d+)?Z)$")
+_AIRFLOW_RUN_TYPES = {"manual": "adhoc", "scheduled": "scheduled", "backfill": "backfill", "asset_triggered": "asset_triggered"}
+
+
+def make_run_id(dataset: str, kind: str) -> str:
+    """``<dataset>__<kind>__<UTC timestamp>`` (so a bare run id names its dataset)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
+    return f"{dataset}__{kind}__{stamp}"
+
+
+def dataset_of_run_id(run_id: str) -> str | None:
+    """The dataset a run id made by :func:`make_run_id` names, else ``None``."""
+    match = RUN_ID_PATTERN.match(run_id)
+    return match.group("dataset") if match else None
+
+
+def check_backfill(conf: Mapping[str, Any], previous_run: Any | None) -> None:
+    """A dli backfill stops at its first failed date: later dates of the same backfill do not run.
+
+    Airflow's backfill would go on; the client marks its runs with a token in ``conf`` so that the run of
+    the next date can see that the previous date, of the same backfill, failed.
+
+    :param conf: the run's ``conf``
+    :param previous_run: the dataset's previous DAG run (``conf``, ``state``, ``run_id``), or ``None``
+    :raises WorkflowExecutionError: the previous run belongs to the same backfill and failed
+    """
+    token = conf.get(BACKFILL_TOKEN_KEY)
+    if not token or previous_run is None or (previous_run.conf or {}).get(BACKFILL_TOKEN_KEY) != token:
+        return
+    if str(previous_run.state).lower().endswith("failed"):
+        raise WorkflowExecutionError(
+            f"an earlier date of this backfill failed (run {previous_run.run_id}), so this date is not run",
+            hint="fix the failure, then run the backfill again from the failed date",
+        )
 
 
 class RunStatus(str, Enum):
@@ -160,7 +214,142 @@ class TaskLog(_Result):
     lines: tuple[str, ...]
 
 
+# -- converters from REST API v2 objects ------------------------------------------------------------------
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An API timestamp (ISO 8601, ``Z`` or offset) as an aware datetime."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def has_tag(dag: Mapping[str, Any], tag: str) -> bool:
+    """Whether an API DAG object carries ``tag``."""
+    return any((t.get("name") if isinstance(t, dict) else t) == tag for t in dag.get("tags") or [])
+
+
+def source_of(dag: Mapping[str, Any] | None) -> SourceType | None:
+    """The source a DAG's tags name (``source:code`` / ``source:manual``)."""
+    if dag is None:
+        return None
+    if has_tag(dag, "source:manual"):
+        return SourceType.MANUAL
+    if has_tag(dag, "source:code"):
+        return SourceType.CODE
+    return None
+
+
+def run_status(raw: Mapping[str, Any]) -> RunStatus:
+    """The dli status of an API DAG run (a failed run whose note says a user stopped it is KILLED)."""
+    state = raw.get("state")
+    if state == "success":
+        return RunStatus.COMPLETED
+    if state == "failed":
+        note = raw.get("note") or ""
+        return RunStatus.KILLED if note.startswith(KILLED_NOTE_PREFIX) else RunStatus.FAILED
+    if state == "running":
+        return RunStatus.RUNNING
+    return RunStatus.PENDING
+
+
+def run_from_api(raw: Mapping[str, Any], dag: Mapping[str, Any] | None = None) -> WorkflowRun:
+    """A :class:`WorkflowRun` from an API DAG run (and its DAG, for the source)."""
+    return WorkflowRun(
+        run_id=raw["dag_run_id"],
+        dataset_name=raw["dag_id"],
+        source_type=source_of(dag),
+        status=run_status(raw),
+        run_type=_AIRFLOW_RUN_TYPES.get(raw.get("run_type") or "manual", "adhoc"),  # type: ignore[arg-type]
+        parameters={k: v for k, v in (raw.get("conf") or {}).items() if not k.startswith(RESERVED_CONF_PREFIX)},
+        logical_date=parse_time(raw.get("logical_date")),
+        started_at=parse_time(raw.get("start_date")),
+        finished_at=parse_time(raw.get("end_date")),
+        note=raw.get("note"),
+    )
+
+
+def task_from_api(raw: Mapping[str, Any]) -> TaskRun:
+    """A :class:`TaskRun` from an API task instance."""
+    return TaskRun(
+        task_id=raw["task_id"],
+        state=raw.get("state"),
+        try_number=int(raw.get("try_number") or 0),
+        started_at=parse_time(raw.get("start_date")),
+        finished_at=parse_time(raw.get("end_date")),
+        duration_seconds=raw.get("duration"),
+        pid=raw.get("pid"),
+        hostname=raw.get("hostname"),
+    )
+
+
+def log_line_text(item: Any) -> str:
+    """One item of an API task log (a structured event or a plain line) as text."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        event = str(item.get("event", ""))
+        level = item.get("level")
+        extra = ""
+        if item.get("error_detail"):
+            details = item["error_detail"]
+            if isinstance(details, list):
+                extra = " | " + " | ".join(f"{d.get('exc_type')}: {d.get('exc_value')}" for d in details if isinstance(d, dict))
+        return f"[{level}] {event}{extra}" if level else event + extra
+    return str(item)
+
+
+def info_from_entry(entry: SpecEntry, dag: Mapping[str, Any] | None, running: bool) -> WorkflowInfo:
+    """A :class:`WorkflowInfo` from a store entry and its DAG in Airflow (``None``: not parsed yet)."""
+    spec = entry.spec
+    status = entry.status
+    if status is not WorkflowStatus.OVERRIDDEN and dag is not None:
+        status = WorkflowStatus.PAUSED if dag.get("is_paused") else WorkflowStatus.ACTIVE
+    next_run = None
+    if dag is not None and status is WorkflowStatus.ACTIVE:
+        next_run = parse_time(dag.get("next_dagrun_run_after") or dag.get("next_dagrun_logical_date"))
+    return WorkflowInfo(
+        dataset_name=spec.name,
+        source_type=entry.source,
+        status=status,
+        cron=spec.schedule.cron if spec.schedule else None,
+        timezone=spec.schedule.timezone if spec.schedule else None,
+        next_run=next_run,
+        overridden_by=entry.overridden_by,
+        owner=spec.owner,
+        team=spec.team,
+        engine=spec.resolved_engine,
+        description=spec.description,
+        depends_on=tuple(spec.depends_on),
+        parameters=tuple(f"{p.name} ({'required' if p.required else 'optional'})" for p in spec.parameters),
+        in_airflow=dag is not None,
+        is_running=running,
+        spec_file=entry.path,
+    )
+
+
+def info_from_dag(dag: Mapping[str, Any], running: bool) -> WorkflowInfo:
+    """A :class:`WorkflowInfo` from an API DAG alone (its spec is not readable here)."""
+    paused = bool(dag.get("is_paused"))
+    timetable = dag.get("timetable_summary") or None
+    return WorkflowInfo(
+        dataset_name=dag["dag_id"],
+        source_type=source_of(dag) or SourceType.CODE,
+        status=WorkflowStatus.PAUSED if paused else WorkflowStatus.ACTIVE,
+        cron=timetable,
+        next_run=None if paused else parse_time(dag.get("next_dagrun_run_after")),
+        owner=", ".join(dag.get("owners") or []) or None,
+        description=dag.get("description"),
+        in_airflow=True,
+        is_running=running,
+    )
+
+
 __all__ = [
+    "BACKFILL_TOKEN_KEY",
+    "KILLED_NOTE_PREFIX",
+    "RESERVED_CONF_PREFIX",
+    "RUN_ID_PATTERN",
     "RunStatus",
     "SourceType",
     "TaskLog",
@@ -173,4 +362,15 @@ __all__ = [
     "WorkflowRunResult",
     "WorkflowStatus",
     "WorkflowStatusResult",
+    "check_backfill",
+    "dataset_of_run_id",
+    "info_from_dag",
+    "info_from_entry",
+    "log_line_text",
+    "make_run_id",
+    "parse_time",
+    "run_from_api",
+    "run_status",
+    "source_of",
+    "task_from_api",
 ]

@@ -11,12 +11,11 @@ Airflow is left running: open the printed URL to see the DAGs; stop it with `.ve
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from dli_airflow import dev
+from dli_airflow import config, dev
 from dli_airflow.client import WorkflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +24,7 @@ DATASET = "analytics.daily_clicks"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--home", default=os.environ.get("DLI_DEV_HOME", str(Path.home() / ".dli" / "airflow")))
+    parser.add_argument("--home", default=str(config.dev_home()))
     parser.add_argument("--store", default=str(ROOT / "examples" / "store"))
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--execution-date", default="2024-01-15")

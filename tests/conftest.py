@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import textwrap
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +68,31 @@ def make_store(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture
+def interrupt_soon() -> Iterator[Any]:
+    """``interrupt_soon(exc_type, after)``: raise ``exc_type`` in this (the main) thread after ``after`` s.
+
+    SIGUSR1, not SIGALRM: pytest-timeout may own SIGALRM.
+    """
+    assert threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGUSR1)
+    timers: list[threading.Timer] = []
+
+    def arm(exc_type: type[BaseException], after: float = 0.5) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            raise exc_type("interrupted by the test")
+
+        signal.signal(signal.SIGUSR1, handler)
+        timer = threading.Timer(after, os.kill, (os.getpid(), signal.SIGUSR1))
+        timers.append(timer)
+        timer.start()
+
+    yield arm
+    for timer in timers:
+        timer.cancel()
+    signal.signal(signal.SIGUSR1, previous)
+
+
 @pytest.fixture(scope="session")
 def dli_command() -> list[str]:
     """How to run the ``dli`` command in a subprocess: ``python -m dli_airflow.cli`` of the interpreter running
@@ -77,3 +105,30 @@ def dli_command() -> list[str]:
     found = shutil.which("dli", path=search)
     assert found, f"the dli script is not installed next to {sys.executable} nor on PATH; run `pip install -e .`"
     return [found]
+
+
+#: The only skips allowed: a test that needs a server this machine cannot run says so with this prefix.
+#: Any other skip fails the session, so a missing dependency or a broken fixture never passes as "skipped".
+ALLOWED_SKIP_PREFIX = "missing external server:"
+_bad_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if not reason.startswith(ALLOWED_SKIP_PREFIX):
+            _bad_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _bad_skips:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config) -> None:  # noqa: ANN001
+    if _bad_skips:
+        terminalreporter.section("skipped without naming a missing external server (this fails the run)")
+        for line in _bad_skips:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"skip only with pytest.skip('{ALLOWED_SKIP_PREFIX} <which server>')")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -18,7 +18,23 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+#: ``--format table|json`` of every command that prints a result.
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format: table or json.")]
+#: ``-p key=value`` (repeatable) of every command that takes run parameters.
+ParamOption = Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Parameter key=value (repeatable).")]
+# kept until `dli dev` moves to FormatOption
 FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="Output format: table or json.")
+
+
+def new_app(help: str, **settings: Any) -> typer.Typer:
+    """A sub-command group of ``dli`` with the settings every group shares.
+
+    ``rich_markup_mode=None``: help texts are plain text, so ``[dli] spec_store`` is shown as written
+    instead of being taken for rich markup; no locals in tracebacks (they may hold credentials).
+    """
+    return typer.Typer(
+        help=help, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_show_locals=False, **settings
+    )
 
 
 def parse_params(pairs: Sequence[str] | None) -> dict[str, str]:

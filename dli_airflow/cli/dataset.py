@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from dli_airflow.cli._output import FORMAT_OPTION, OutputFormat, parse_params, print_json, print_table
+from dli_airflow.cli._output import (
+    FormatOption,
+    OutputFormat,
+    ParamOption,
+    new_app,
+    parse_params,
+    print_json,
+    print_table,
+)
 
-app = typer.Typer(help="Run datasets on this machine.", no_args_is_help=True)
+app = new_app("Run datasets on this machine.")
 
 RUN_HELP = """Run a dataset on THIS machine (embedded DuckDB), with no Airflow server.
 
@@ -35,25 +43,25 @@ def _parse_day(value: Optional[str], option: str) -> Optional[date]:
 
 @app.command("run", help=RUN_HELP)
 def run(
-    name: str = typer.Argument(..., help="Dataset name (as in the spec's name:)."),
-    local: bool = typer.Option(True, "--local", help="Run on this machine (the only mode of `dataset run`)."),
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Parameter key=value (repeatable)."),
-    store: Optional[str] = typer.Option(None, "--store", help="Store folder; default [dli] spec_store."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Render and parse the SQL; run nothing."),
-    start: Optional[str] = typer.Option(None, "--start", "-s", help="First execution_date of a range (YYYY-MM-DD)."),
-    end: Optional[str] = typer.Option(None, "--end", "-e", help="Last execution_date of a range (YYYY-MM-DD)."),
-    duckdb_path: Optional[str] = typer.Option(None, "--duckdb", help="DuckDB file; default [dli] duckdb_path."),
-    fmt: OutputFormat = FORMAT_OPTION,
+    name: Annotated[str, typer.Argument(help="Dataset name (as in the spec's name:).")],
+    local: Annotated[bool, typer.Option("--local", help="Run on this machine (the only mode of `dataset run`).")] = True,
+    param: ParamOption = None,
+    store: Annotated[Optional[str], typer.Option("--store", help="Store folder; default [dli] spec_store.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and parse the SQL; run nothing.")] = False,
+    start: Annotated[Optional[str], typer.Option("--start", "-s", help="First execution_date of a range (YYYY-MM-DD).")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", "-e", help="Last execution_date of a range (YYYY-MM-DD).")] = None,
+    duckdb_path: Annotated[Optional[str], typer.Option("--duckdb", help="DuckDB file; default [dli] duckdb_path.")] = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
+    from dli_airflow.catalog import scan
     from dli_airflow.errors import ParameterError
-    from dli_airflow.local import run_entry, run_range
-    from dli_airflow.store import open_store
+    from dli_airflow.local import run_entry
 
     given = parse_params(param)
     first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
     if (first is None) != (last is None):
         raise ParameterError("give both --start and --end", hint="e.g. --start 2024-01-01 --end 2024-01-07")
-    snapshot = open_store(store).scan()
+    snapshot = scan(store)
     entry = snapshot.get(name)
     if first is not None and last is not None:
         results = _run_range_with_progress(entry, given, first, last, dry_run, duckdb_path, fmt)
@@ -66,7 +74,8 @@ def run(
 def _bigquery_estimate(entry: Any, given: dict[str, str]) -> dict[str, Any]:
     """Bytes a BigQuery dataset would scan, from dry-run jobs, where the connection and server are reachable."""
     from dli_airflow.errors import DliError
-    from dli_airflow.local import render_entry, today_in
+    from dli_airflow.params import today_in
+    from dli_airflow.render import render_entry
 
     try:
         from dli_airflow.engines.bigquery import BigQueryEngine

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from dli_airflow import config
 from dli_airflow.cli._output import FORMAT_OPTION, OutputFormat, print_json, print_table
 from dli_airflow.errors import StoreNotFoundError
 
@@ -20,20 +21,20 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-HOME_ENV = "DLI_DEV_HOME"
 STORE_ENV = "AIRFLOW__DLI__SPEC_STORE"
 
 
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", help=f"Folder for database, logs and secrets [default: ${HOME_ENV} or ~/.dli/airflow]."),
+    typer.Option(
+        "--home", help=f"Folder for database, logs and secrets [default: ${config.DEV_HOME_ENV} or ~/.dli/airflow]."
+    ),
 ]
 
 
 def _home(home: Path | None) -> Path:
-    if home is not None:
-        return home.expanduser()
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".dli" / "airflow").expanduser()
+    """The ``--home`` given, else :func:`dli_airflow.config.dev_home` (the one default ``dli workflow`` uses too)."""
+    return home.expanduser() if home is not None else config.dev_home()
 
 
 def _store(store: str | None) -> str:

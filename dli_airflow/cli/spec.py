@@ -3,39 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from dli_airflow.cli._output import FORMAT_OPTION, OutputFormat, print_json, print_table
+from dli_airflow.cli._output import FormatOption, OutputFormat, new_app, print_json, print_table
 
-app = typer.Typer(help="Validate and list Dataset Specs (no Airflow server needed).", no_args_is_help=True)
-
-
-class _Source(str):
-    pass
-
+app = new_app("Validate and list Dataset Specs (no Airflow server needed).")
 
 SOURCE_CHOICES = ["code", "manual", "all"]
 
 
 @app.command("validate")
 def validate(
-    paths: list[str] = typer.Argument(
-        ..., help="Spec files, store folders (holding code/ and manual/) or s3://bucket/prefix stores."
-    ),
-    fmt: OutputFormat = FORMAT_OPTION,
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Spec files, store folders (holding code/ and manual/) or s3://bucket/prefix stores."),
+    ],
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Validate spec files and whole stores: YAML, fields, SQL templates, conflicts. Exit 1 on any error."""
+    from dli_airflow.catalog import load_entry, scan
     from dli_airflow.errors import DliError, SpecFileNotFoundError
-    from dli_airflow.store import SingleFileStore, is_store_root, iter_spec_files, load_entry, open_store
+    from dli_airflow.store import SingleFileStore, is_store_root, iter_spec_files
 
     checked: list[dict[str, Any]] = []
     errors: list[DliError] = []
     for raw in paths:
         if raw.startswith("s3://"):
             # a whole S3 store: read through [dli] aws_conn_id or the AWS environment
-            snapshot = open_store(raw).scan()
+            snapshot = scan(raw)
             for entry in snapshot.entries:
                 checked.append(
                     {"file": f"{snapshot.store}/{entry.path}", "dataset": entry.name, "source": entry.source.value,
@@ -48,7 +45,7 @@ def validate(
             errors.append(SpecFileNotFoundError(f"{path} does not exist"))
             continue
         if path.is_dir() and is_store_root(path):
-            snapshot = open_store(path).scan()
+            snapshot = scan(path)
             for entry in snapshot.entries:
                 checked.append(
                     {"file": str(path / entry.path), "dataset": entry.name, "source": entry.source.value,
@@ -60,7 +57,7 @@ def validate(
             store = SingleFileStore.for_file(spec_file)
             rel = spec_file.resolve().relative_to(store.root.resolve()).as_posix()
             try:
-                spec, _sql, _ = load_entry(store, rel)
+                spec = load_entry(store, rel).spec
             except DliError as exc:
                 errors.append(exc)
                 continue
@@ -85,17 +82,19 @@ def validate(
 
 @app.command("list")
 def list_specs(
-    store: Optional[str] = typer.Option(None, "--store", help="Store folder or s3:// URL; default [dli] spec_store."),
-    source: str = typer.Option("all", "--source", help="code, manual or all."),
-    fmt: OutputFormat = FORMAT_OPTION,
+    store: Annotated[
+        Optional[str], typer.Option("--store", help="Store folder or s3:// URL; default [dli] spec_store.")
+    ] = None,
+    source: Annotated[str, typer.Option("--source", help="code, manual or all.")] = "all",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the datasets of a store with their source (code|manual) and status (active|paused|overridden)."""
+    from dli_airflow.catalog import scan
     from dli_airflow.errors import ParameterError
-    from dli_airflow.store import open_store
 
     if source not in SOURCE_CHOICES:
         raise ParameterError(f"--source {source!r} is not one of {', '.join(SOURCE_CHOICES)}")
-    snapshot = open_store(store).scan()
+    snapshot = scan(store)
     entries = [e for e in snapshot.entries if source == "all" or e.source.value == source]
     if fmt is OutputFormat.json:
         print_json(
@@ -142,7 +141,7 @@ def list_specs(
 
 @app.command("schema")
 def schema(
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Print the JSON Schema of a Dataset Spec, for editors (VS Code, JetBrains) to validate as you type."""
     import json

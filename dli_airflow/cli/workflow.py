@@ -10,23 +10,33 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from dli_airflow.cli._output import FORMAT_OPTION, OutputFormat, parse_params, print_json, print_table
-
-app = typer.Typer(
-    help=(
-        "Run and manage workflows ON AIRFLOW (production runs, schedules, history kept in Airflow). "
-        "To run a dataset on this machine instead, use `dli dataset run NAME --local`."
-    ),
-    no_args_is_help=True,
+from dli_airflow.cli._output import (
+    FormatOption,
+    OutputFormat,
+    ParamOption,
+    new_app,
+    parse_params,
+    print_json,
+    print_table,
 )
 
-STORE_OPTION = typer.Option(None, "--store", help="Spec store (folder or s3://); default DLI_SPEC_STORE or [dli] spec_store.")
-DATASET_OPTION = typer.Option(None, "--dataset", "-d", help="Dataset of the run (for runs started by the scheduler or UI).")
-SOURCE_OPTION = typer.Option(None, "--source", help="code or manual (default: the active copy).")
+app = new_app(
+    "Run and manage workflows ON AIRFLOW (production runs, schedules, history kept in Airflow). "
+    "To run a dataset on this machine instead, use `dli dataset run NAME --local`."
+)
+
+StoreOption = Annotated[
+    Optional[str],
+    typer.Option("--store", help="Spec store (folder or s3://); default DLI_SPEC_STORE or [dli] spec_store."),
+]
+DatasetOption = Annotated[
+    Optional[str], typer.Option("--dataset", "-d", help="Dataset of the run (for runs started by the scheduler or UI).")
+]
+SourceOption = Annotated[Optional[str], typer.Option("--source", help="code or manual (default: the active copy).")]
 
 
 def _client(store: Optional[str]) -> Any:
@@ -34,9 +44,9 @@ def _client(store: Optional[str]) -> Any:
 
     if os.environ.get("DLI_AIRFLOW_URL"):
         return WorkflowClient.from_env(store=store)
-    from dli_airflow import dev
+    from dli_airflow import config, dev
 
-    home = Path(os.environ.get("DLI_DEV_HOME") or Path.home() / ".dli" / "airflow")
+    home = config.dev_home()
     status = dev.status(home) if home.is_dir() else None
     if status is not None and status.running and status.url and status.password:
         return WorkflowClient(
@@ -58,13 +68,13 @@ def _echo_result(result: Any, fmt: OutputFormat) -> None:
 
 @app.command("run")
 def run(
-    name: str = typer.Argument(..., help="Dataset name."),
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Parameter key=value (repeatable)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and render the SQL; trigger nothing."),
-    wait: bool = typer.Option(False, "--wait", help="Wait for the run to end; exit 0 only on COMPLETED."),
-    source: Optional[str] = SOURCE_OPTION,
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    param: ParamOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and render the SQL; trigger nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end; exit 0 only on COMPLETED.")] = False,
+    source: SourceOption = None,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Trigger a run on Airflow now (validated parameters; the run id names the dataset)."""
     with _client(store) as client:
@@ -114,15 +124,15 @@ def _finish(status: Any, fmt: OutputFormat) -> None:
 
 @app.command("backfill")
 def backfill(
-    name: str = typer.Argument(..., help="Dataset name."),
-    start: str = typer.Option(..., "--start", "-s", help="First date (YYYY-MM-DD), in the schedule's time zone."),
-    end: str = typer.Option(..., "--end", "-e", help="Last date (YYYY-MM-DD), inclusive."),
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Extra parameter key=value (repeatable)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the dates that would run; run nothing."),
-    wait: bool = typer.Option(False, "--wait", help="Show progress; cancel the rest at the first failed date."),
-    source: Optional[str] = SOURCE_OPTION,
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    start: Annotated[str, typer.Option("--start", "-s", help="First date (YYYY-MM-DD), in the schedule's time zone.")],
+    end: Annotated[str, typer.Option("--end", "-e", help="Last date (YYYY-MM-DD), inclusive.")],
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Extra parameter key=value (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the dates that would run; run nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress; cancel the rest at the first failed date.")] = False,
+    source: SourceOption = None,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Run every scheduled date from --start to --end in order, one at a time (Airflow's backfill).
 
@@ -178,10 +188,10 @@ def _wait_backfill(client: Any, result: Any) -> list[Any]:
 
 @app.command("stop")
 def stop(
-    run_id: str = typer.Argument(..., help="Run id (as printed by `dli workflow run`)."),
-    dataset: Optional[str] = DATASET_OPTION,
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    run_id: Annotated[str, typer.Argument(help="Run id (as printed by `dli workflow run`).")],
+    dataset: DatasetOption = None,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Stop a run: its task process is terminated and the run reads KILLED."""
     with _client(store) as client:
@@ -190,10 +200,10 @@ def stop(
 
 @app.command("status")
 def status(
-    run_id: str = typer.Argument(..., help="Run id."),
-    dataset: Optional[str] = DATASET_OPTION,
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    dataset: DatasetOption = None,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show a run's state, its task tries and, for a failed run, the error."""
     with _client(store) as client:
@@ -218,12 +228,12 @@ def status(
 
 @app.command("list")
 def list_workflows(
-    source: str = typer.Option("all", "--source", help="code, manual or all."),
-    running: bool = typer.Option(False, "--running", help="Only workflows with a queued or running run."),
-    enabled_only: bool = typer.Option(False, "--enabled-only", help="Only active (unpaused) schedules."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Filter by dataset name (substring)."),
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    source: Annotated[str, typer.Option("--source", help="code, manual or all.")] = "all",
+    running: Annotated[bool, typer.Option("--running", help="Only workflows with a queued or running run.")] = False,
+    enabled_only: Annotated[bool, typer.Option("--enabled-only", help="Only active (unpaused) schedules.")] = False,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Filter by dataset name (substring).")] = None,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List workflows: Airflow's DAGs merged with the store (overridden manual specs included)."""
     with _client(store) as client:
@@ -247,13 +257,13 @@ def list_workflows(
 
 @app.command("history")
 def history(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only this dataset."),
-    source: str = typer.Option("all", "--source", help="code, manual or all."),
-    limit: int = typer.Option(20, "--limit", "-n", help="How many runs."),
-    run_status: Optional[str] = typer.Option(None, "--status", "-s", help="PENDING|RUNNING|COMPLETED|FAILED|KILLED."),
-    show_dataset_info: bool = typer.Option(False, "--show-dataset-info", help="Add each dataset's owner and schedule."),
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this dataset.")] = None,
+    source: Annotated[str, typer.Option("--source", help="code, manual or all.")] = "all",
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs.")] = 20,
+    run_status: Annotated[Optional[str], typer.Option("--status", "-s", help="PENDING|RUNNING|COMPLETED|FAILED|KILLED.")] = None,
+    show_dataset_info: Annotated[bool, typer.Option("--show-dataset-info", help="Add each dataset's owner and schedule.")] = False,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Recent runs, newest first."""
     with _client(store) as client:
@@ -280,10 +290,10 @@ def history(
 
 @app.command("pause")
 def pause(
-    name: str = typer.Argument(..., help="Dataset name."),
-    source: Optional[str] = SOURCE_OPTION,
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    source: SourceOption = None,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Pause a schedule (code and manual workflows alike)."""
     with _client(store) as client:
@@ -292,10 +302,10 @@ def pause(
 
 @app.command("unpause")
 def unpause(
-    name: str = typer.Argument(..., help="Dataset name."),
-    source: Optional[str] = SOURCE_OPTION,
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    source: SourceOption = None,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Resume a schedule."""
     with _client(store) as client:
@@ -304,9 +314,9 @@ def unpause(
 
 @app.command("get")
 def get(
-    name: str = typer.Argument(..., help="Dataset name."),
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show one workflow: source, status, schedule, next run, owner, parameters."""
     from dli_airflow.errors import WorkflowNotFoundError
@@ -326,12 +336,12 @@ def get(
 
 @app.command("logs")
 def logs(
-    run_id: str = typer.Argument(..., help="Run id."),
-    task_id: str = typer.Option("run", "--task", help="Task id."),
-    try_number: Optional[int] = typer.Option(None, "--try", help="Try number (default: the latest)."),
-    dataset: Optional[str] = DATASET_OPTION,
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    task_id: Annotated[str, typer.Option("--task", help="Task id.")] = "run",
+    try_number: Annotated[Optional[int], typer.Option("--try", help="Try number (default: the latest).")] = None,
+    dataset: DatasetOption = None,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Print a task try's log."""
     with _client(store) as client:
@@ -345,16 +355,16 @@ def logs(
 
 @app.command("register")
 def register(
-    spec_path: Path = typer.Argument(..., help="The spec YAML file (its query_file is registered with it)."),
-    cron: Optional[str] = typer.Option(None, "--cron", help="Override schedule.cron."),
-    timezone: Optional[str] = typer.Option(None, "--timezone", help="Override schedule.timezone."),
-    enabled: Optional[bool] = typer.Option(None, "--enabled/--disabled", help="Override schedule.enabled."),
-    retry_max_attempts: Optional[int] = typer.Option(None, "--retry-max-attempts"),
-    retry_delay_seconds: Optional[int] = typer.Option(None, "--retry-delay-seconds"),
-    force: bool = typer.Option(False, "--force", help="Replace a manual spec, or store one a code spec overrides."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before storing a spec that code overrides."),
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    spec_path: Annotated[Path, typer.Argument(help="The spec YAML file (its query_file is registered with it).")],
+    cron: Annotated[Optional[str], typer.Option("--cron", help="Override schedule.cron.")] = None,
+    timezone: Annotated[Optional[str], typer.Option("--timezone", help="Override schedule.timezone.")] = None,
+    enabled: Annotated[Optional[bool], typer.Option("--enabled/--disabled", help="Override schedule.enabled.")] = None,
+    retry_max_attempts: Annotated[Optional[int], typer.Option("--retry-max-attempts")] = None,
+    retry_delay_seconds: Annotated[Optional[int], typer.Option("--retry-delay-seconds")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a manual spec, or store one a code spec overrides.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before storing a spec that code overrides.")] = False,
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Register a spec as a manual workflow (written under manual/ of the store; Airflow picks it up at its next parse)."""
     from dli_airflow.errors import WorkflowRegistrationError
@@ -385,9 +395,9 @@ def register(
 
 @app.command("unregister")
 def unregister(
-    name: str = typer.Argument(..., help="Dataset name."),
-    store: Optional[str] = STORE_OPTION,
-    fmt: OutputFormat = FORMAT_OPTION,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    store: StoreOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Remove a manual workflow's spec from the store (code workflows: change them in Git)."""
     with _client(store) as client:

@@ -2,80 +2,28 @@
 
 The Airflow operator and ``dli dataset run --local`` share them. Engines are looked up by name
 (``duckdb``, ``trino``, ``bigquery``) and imported lazily, so a DuckDB run never imports a Google SDK.
+The run loop and the cancel machinery they share live in :mod:`dli_airflow.engines._base`.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-#: Rows kept per statement in a result (what the CLI prints and the operator pushes to XCom).
-DEFAULT_MAX_ROWS = 1000
+from dli_airflow.engines._base import (
+    DEFAULT_MAX_ROWS,
+    BaseEngine,
+    Engine,
+    RunResult,
+    StatementResult,
+    run_cancellable,
+)
 
+if TYPE_CHECKING:
+    from dli_airflow.spec import DatasetSpec
 
-@dataclass(frozen=True)
-class StatementResult:
-    """What one statement did: its SQL, the rows it affected, and (for queries) the first rows."""
-
-    sql: str
-    rows_affected: int | None = None
-    columns: tuple[str, ...] = ()
-    rows: tuple[tuple[Any, ...], ...] = ()
-    truncated: bool = False
-    query_id: str | None = None
-    bytes_processed: int | None = None
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class RunResult:
-    statements: tuple[StatementResult, ...] = field(default_factory=tuple)
-
-    @property
-    def last(self) -> StatementResult | None:
-        return self.statements[-1] if self.statements else None
-
-    def records(self) -> list[dict[str, Any]]:
-        """The last statement's rows as objects keyed by column name."""
-        last = self.last
-        if last is None:
-            return []
-        return [dict(zip(last.columns, row)) for row in last.rows]
-
-    def summary(self, max_rows: int = 20) -> dict[str, Any]:
-        """A small, JSON-safe summary (for XCom): per statement rows affected, the last rows, bounded."""
-        last = self.last
-        rows = [[_json_safe(v) for v in row] for row in (last.rows[:max_rows] if last else ())]
-        return {
-            "statements": len(self.statements),
-            "rows_affected": [s.rows_affected for s in self.statements],
-            "query_ids": [s.query_id for s in self.statements if s.query_id],
-            "columns": list(last.columns) if last else [],
-            "rows": rows,
-            "rows_truncated": bool(last and (last.truncated or len(last.rows) > max_rows)),
-        }
-
-
-def _json_safe(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-class Engine(Protocol):
-    """Runs rendered SQL. Implementations live in ``dli_airflow.engines.<name>``."""
-
-    name: str
-    dialect: str
-
-    def run(self, statements: list[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
-        """Run statements in order; stop at the first error (raise an ``ExecutionError``)."""
-
-    def cancel(self) -> None:
-        """Cancel what is running (from ``on_kill`` or a timeout); safe to call at any time."""
-
-
+#: Engine name → ``module:class``, imported on first use.
 ENGINES: dict[str, str] = {
     "duckdb": "dli_airflow.engines.duckdb:DuckDBEngine",
     "trino": "dli_airflow.engines.trino:TrinoEngine",
@@ -84,7 +32,11 @@ ENGINES: dict[str, str] = {
 
 
 def engine_class(name: str) -> type:
-    """The engine class for ``name`` (imported on first use)."""
+    """The engine class for ``name`` (imported on first use).
+
+    :param name: ``duckdb``, ``trino`` or ``bigquery``
+    :raises ConfigError: an unknown name, or an engine whose extra is not installed
+    """
     from dli_airflow.errors import ConfigError
 
     target = ENGINES.get(name)
@@ -100,3 +52,29 @@ def engine_class(name: str) -> type:
             hint=f"pip install 'dli-airflow[{extra}]'" if extra else "reinstall dli-airflow",
         ) from exc
     return getattr(module, attr)
+
+
+def engine_for(spec: DatasetSpec, *, duckdb_path: str | Path | None = None) -> Engine:
+    """The engine that runs ``spec``'s SQL: its ``engine``, else ``[dli] default_engine``.
+
+    :param spec: the dataset's spec; Trino and BigQuery read their connection, catalog, project… from it
+    :param duckdb_path: the DuckDB database file (default ``[dli] duckdb_path``); DuckDB only
+    """
+    name = spec.resolved_engine
+    cls = engine_class(name)
+    if name == "duckdb":
+        return cast("Engine", cls(duckdb_path))
+    return cast("Engine", cls(spec=spec))
+
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "ENGINES",
+    "BaseEngine",
+    "Engine",
+    "RunResult",
+    "StatementResult",
+    "engine_class",
+    "engine_for",
+    "run_cancellable",
+]

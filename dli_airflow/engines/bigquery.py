@@ -14,14 +14,12 @@ private endpoint); ``is_anonymous: true`` gives anonymous credentials (both read
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
-import threading
-import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dli_airflow.engines import DEFAULT_MAX_ROWS, RunResult, StatementResult
+from dli_airflow.engines._base import BaseEngine, StatementResult
 from dli_airflow.errors import (
     ConfigError,
     DliError,
@@ -32,9 +30,9 @@ from dli_airflow.errors import (
 )
 
 if TYPE_CHECKING:
-    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
     from google.cloud.bigquery import Client, QueryJob
 
+    from dli_airflow.hooks.bigquery import DliBigQueryHook
     from dli_airflow.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -47,8 +45,8 @@ JOB_ID_PREFIX = "dli_"
 _LIMIT_REASONS = frozenset({"quotaExceeded", "rateLimitExceeded", "responseTooLarge", "billingTierLimitExceeded"})
 
 
-class BigQueryEngine:
-    """Runs SQL on BigQuery through the provider's ``BigQueryHook``.
+class BigQueryEngine(BaseEngine["Client"]):
+    """Runs SQL on BigQuery through the provider's ``BigQueryHook``, one query job per statement.
 
     :param spec: the dataset's spec (``conn_id``, ``project``, ``location``).
     :param conn_id: the Airflow connection; default the spec's, else ``google_cloud_default``.
@@ -56,30 +54,40 @@ class BigQueryEngine:
 
     name = "bigquery"
     dialect = "bigquery"
+    title = "BigQuery"
 
     def __init__(self, spec: DatasetSpec | None = None, conn_id: str | None = None) -> None:
+        super().__init__()
         self.spec = spec
         self.conn_id = conn_id or (spec.conn_id if spec is not None else None) or DEFAULT_CONN_ID
         self.project = spec.project if spec is not None else None
         self.location = spec.location if spec is not None else None
-        self._lock = threading.Lock()
-        self._job: QueryJob | None = None
-        self._cancelled = threading.Event()
 
-    def hook(self) -> BigQueryHook:
-        """The provider hook (standard SQL; the spec's location over the connection's)."""
+    def hook(self) -> DliBigQueryHook:
+        """The provider hook (standard SQL; the spec's location over the connection's).
+
+        :raises ConfigError: the Google provider (the ``bigquery`` extra) is not installed
+        """
+        try:
+            from dli_airflow.hooks.bigquery import DliBigQueryHook
+        except ImportError as exc:
+            raise _missing_extra(exc) from exc
+
         kwargs: dict[str, Any] = {"gcp_conn_id": self.conn_id, "use_legacy_sql": False}
         if self.location:
             kwargs["location"] = self.location
-        return _hook_class()(**kwargs)
+        return DliBigQueryHook(**kwargs)
 
     def client(self) -> Client:
         """A ``google.cloud.bigquery.Client`` from the hook, for the spec's project and location."""
-        from airflow.exceptions import AirflowNotFoundException
-        from google.auth.exceptions import GoogleAuthError
+        from airflow.sdk.exceptions import AirflowNotFoundException
 
         try:
-            hook = self.hook()
+            from google.auth.exceptions import GoogleAuthError
+        except ImportError as exc:
+            raise _missing_extra(exc) from exc
+        try:
+            hook = self.hook()  # the provider's hook reads the connection as it is made
             project = self.project or hook.project_id
             return hook.get_client(project_id=project, location=self.location or hook.location)
         except AirflowNotFoundException as exc:
@@ -94,20 +102,11 @@ class BigQueryEngine:
                 hint="check the connection's key file, keyfile JSON or workload identity",
             ) from exc
 
-    def run(self, statements: list[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
-        self._cancelled.clear()
-        client = self.client()
-        try:
-            results = [
-                self._run_one(client, sql, index, len(statements), max_rows)
-                for index, sql in enumerate(statements, start=1)
-            ]
-        finally:
-            client.close()
-        return RunResult(tuple(results))
+    def dry_run(self, statements: Sequence[str]) -> list[int]:
+        """Bytes each statement would scan, from BigQuery dry-run jobs (nothing runs, nothing is billed).
 
-    def dry_run(self, statements: list[str]) -> list[int]:
-        """Bytes each statement would scan, from BigQuery dry-run jobs (nothing runs, nothing is billed)."""
+        :param statements: the rendered statements
+        """
         from google.cloud.bigquery import QueryJobConfig
 
         client = self.client()
@@ -125,47 +124,34 @@ class BigQueryEngine:
             client.close()
         return sizes
 
-    def cancel(self) -> None:
-        """Cancel the running job; safe to call at any time, from any thread."""
-        self._cancelled.set()
-        with self._lock:
-            job = self._job
-        if job is None:
-            return
-        try:
-            job.cancel()
-            log.info("BigQuery job %s: cancel requested", job.job_id)
-        except Exception as exc:  # noqa: BLE001 - cancel is best effort; the job may have finished
-            log.warning("cancelling BigQuery job %s failed: %s", job.job_id, exc)
+    # -- BaseEngine --------------------------------------------------------------------------------------
+    def _open(self) -> Client:
+        return self.client()
 
-    # -- internals -----------------------------------------------------------------------------------------
-    def _run_one(self, client: Client, sql: str, index: int, total: int, max_rows: int) -> StatementResult:
+    def _cancel_handle(self, handle: QueryJob) -> None:
+        handle.cancel()
+        log.info("BigQuery job %s: cancel requested", handle.job_id)
+
+    def _run_statement(self, session: Client, sql: str, *, index: int, total: int, max_rows: int) -> StatementResult:
         from google.cloud.bigquery import QueryJobConfig
 
-        if self._cancelled.is_set():
-            raise self._cancelled_error(index, total, None)
-        started = time.monotonic()
         job: QueryJob | None = None
         config = QueryJobConfig(use_legacy_sql=False, labels=self._labels())
         try:
             # job_retry=None: a failed job surfaces at once and Airflow's retries (the spec's) apply
-            job = client.query(sql, job_config=config, job_id_prefix=JOB_ID_PREFIX, job_retry=None)
-            with self._lock:
-                self._job = job
-            if self._cancelled.is_set():
-                job.cancel()
+            job = session.query(sql, job_config=config, job_id_prefix=JOB_ID_PREFIX, job_retry=None)
+            self._track(job)  # a cancel that came while the job was being created is sent now
             log.info("BigQuery job %s: statement %d of %d", job.job_id, index, total)
             iterator = job.result(max_results=max_rows + 1, job_retry=None)
             rows = list(iterator)
         except Exception as exc:
-            if self._cancelled.is_set():
-                raise self._cancelled_error(index, total, job) from exc
+            if self.cancelled:
+                raise self._cancelled_error(index, total, _job_ref(job)) from exc
             raise self._error(exc, index, total, job) from exc
         finally:
-            with self._lock:
-                self._job = None
-        if self._cancelled.is_set():
-            raise self._cancelled_error(index, total, job)
+            self._track(None)
+        if self.cancelled:
+            raise self._cancelled_error(index, total, _job_ref(job))
         columns = tuple(f.name for f in (iterator.schema or ()))
         truncated = len(rows) > max_rows
         rows = rows[:max_rows]
@@ -188,18 +174,14 @@ class BigQueryEngine:
             truncated=truncated,
             query_id=job.job_id,
             bytes_processed=job.total_bytes_processed,
-            seconds=time.monotonic() - started,
         )
 
+    # -- internals -----------------------------------------------------------------------------------------
     def _labels(self) -> dict[str, str]:
         if self.spec is None:
             return {}
         # label values: lower case letters, digits, _ and -, at most 63 characters
         return {"dli_dataset": re.sub(r"[^a-z0-9_-]", "_", self.spec.name.lower())[:63]}
-
-    def _cancelled_error(self, index: int, total: int, job: QueryJob | None) -> ExecutionError:
-        jid = f" (job {job.job_id})" if job is not None else ""
-        return ExecutionError(f"statement {index} of {total} was cancelled on BigQuery{jid}", hint="run it again")
 
     def _error(self, exc: Exception, index: int, total: int, job: QueryJob | None) -> DliError:
         import requests
@@ -238,6 +220,14 @@ class BigQueryEngine:
         return ExecutionError(f"{where} failed on BigQuery{jid}: {reason or code}: {message}")
 
 
+def _missing_extra(exc: ImportError) -> ConfigError:
+    return ConfigError(f"the bigquery engine is not available: {exc}", hint="pip install 'dli-airflow[bigquery]'")
+
+
+def _job_ref(job: QueryJob | None) -> str | None:
+    return f"job {job.job_id}" if job is not None else None
+
+
 def _api_message(exc: Any) -> str:
     """The server's message, without the URL and the footer the client library appends."""
     errors = getattr(exc, "errors", None) or []
@@ -248,20 +238,3 @@ def _api_message(exc: Any) -> str:
 def _first_line(text: str) -> str:
     text = (text or "").strip()
     return text.splitlines()[0] if text else ""
-
-
-@functools.cache
-def _hook_class() -> type[BigQueryHook]:
-    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
-
-    class DliBigQueryHook(BigQueryHook):
-        """``BigQueryHook`` that honours an ``api_endpoint`` in the connection's extra.
-
-        ``BigQueryHook.get_client`` builds the client with ``get_client_options()``, which supports an
-        ``api_endpoint_override`` but is never given one from the connection; this feeds it.
-        """
-
-        def get_client_options(self, api_endpoint_override: str | None = None) -> Any:
-            return super().get_client_options(api_endpoint_override or self._get_field("api_endpoint"))
-
-    return DliBigQueryHook

@@ -2,41 +2,96 @@
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dli_airflow.engines import DEFAULT_MAX_ROWS, RunResult, StatementResult
+from dli_airflow.engines._base import BaseEngine, StatementResult
 from dli_airflow.errors import ExecutionError, ExecutionPermissionError, SqlExecutionError
 
 if TYPE_CHECKING:
     import duckdb
 
 
-class DuckDBEngine:
+class DuckDBEngine(BaseEngine["duckdb.DuckDBPyConnection"]):
     """Runs SQL on a DuckDB database file (``[dli] duckdb_path`` unless ``path`` is given).
 
     :param path: the database file; ``":memory:"`` for a throw-away database.
     :param read_only: open the file read-only (dry runs, inspection).
     :param lock_timeout: seconds to wait while another process holds the file for writing.
+    :param settings: DuckDB settings applied to each connection (``SET name = value``), then the session
+        time zone is set to UTC; what a local run of transpiled Trino/BigQuery SQL needs to compute like
+        its source. ``None`` (the default) leaves the connection as DuckDB opens it.
     """
 
     name = "duckdb"
     dialect = "duckdb"
+    title = "DuckDB"
 
     def __init__(
-        self, path: str | Path | None = None, *, read_only: bool = False, lock_timeout: float = 300.0
+        self,
+        path: str | Path | None = None,
+        *,
+        read_only: bool = False,
+        lock_timeout: float = 300.0,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         from dli_airflow import config
 
+        super().__init__()
         self.path = str(path) if path is not None else str(config.duckdb_path())
         self.read_only = read_only
         self.lock_timeout = lock_timeout
-        self._conn: duckdb.DuckDBPyConnection | None = None
-        self._lock = threading.Lock()
+        self.settings = dict(settings) if settings is not None else None
 
     def connect(self) -> duckdb.DuckDBPyConnection:
+        """A connection to the database file, with :attr:`settings` applied.
+
+        :raises ExecutionError: the file stays locked by another process for ``lock_timeout`` seconds
+        """
+        conn = self._connect_waiting()
+        if self.settings is not None:
+            try:
+                self._apply_settings(conn, self.settings)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    # -- BaseEngine --------------------------------------------------------------------------------------
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        conn = self.connect()
+        self._track(conn)  # DuckDB interrupts the statement running on a connection
+        return conn
+
+    def _run_statement(
+        self, session: duckdb.DuckDBPyConnection, sql: str, *, index: int, total: int, max_rows: int
+    ) -> StatementResult:
+        import duckdb
+
+        try:
+            cursor = session.execute(sql)
+            columns, rows, truncated, affected = _fetch(cursor, max_rows)
+        except duckdb.InterruptException as exc:
+            raise self._cancelled_error(index, total) from exc
+        except duckdb.PermissionException as exc:
+            raise ExecutionPermissionError(f"statement {index}: {exc}") from exc
+        except duckdb.Error as exc:
+            raise SqlExecutionError(
+                f"statement {index} of {total} failed on DuckDB: {_first_line(exc)}",
+                hint="fix the SQL; `dli dataset run NAME --local --dry-run` shows the rendered statements",
+            ) from exc
+        return StatementResult(sql=sql, rows_affected=affected, columns=columns, rows=rows, truncated=truncated)
+
+    def _cancel_handle(self, handle: duckdb.DuckDBPyConnection) -> None:
+        handle.interrupt()
+
+    def _cancelled_error(self, index: int, total: int, ref: str | None = None) -> ExecutionError:
+        return ExecutionError(f"statement {index} was cancelled", hint="run it again")
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _connect_waiting(self) -> duckdb.DuckDBPyConnection:
         import duckdb
 
         if self.path != ":memory:":
@@ -57,48 +112,19 @@ class DuckDBEngine:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def run(self, statements: list[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
+    @staticmethod
+    def _apply_settings(conn: duckdb.DuckDBPyConnection, settings: Mapping[str, Any]) -> None:
         import duckdb
 
-        results: list[StatementResult] = []
-        conn = self.connect()
-        with self._lock:
-            self._conn = conn
-        try:
-            for index, sql in enumerate(statements, start=1):
-                started = time.monotonic()
-                try:
-                    cursor = conn.execute(sql)
-                    columns, rows, truncated, affected = _fetch(cursor, max_rows)
-                except duckdb.InterruptException as exc:
-                    raise ExecutionError(f"statement {index} was cancelled", hint="run it again") from exc
-                except duckdb.PermissionException as exc:
-                    raise ExecutionPermissionError(f"statement {index}: {exc}") from exc
-                except duckdb.Error as exc:
-                    raise SqlExecutionError(
-                        f"statement {index} of {len(statements)} failed on DuckDB: {_first_line(exc)}",
-                        hint="fix the SQL; `dli dataset run NAME --local --dry-run` shows the rendered statements",
-                    ) from exc
-                results.append(
-                    StatementResult(
-                        sql=sql,
-                        rows_affected=affected,
-                        columns=columns,
-                        rows=rows,
-                        truncated=truncated,
-                        seconds=time.monotonic() - started,
-                    )
-                )
-        finally:
-            with self._lock:
-                self._conn = None
-            conn.close()
-        return RunResult(tuple(results))
+        from dli_airflow.render import sql_literal
 
-    def cancel(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.interrupt()
+        for name, value in settings.items():
+            conn.execute(f"SET {name} = {sql_literal(value)}")
+        try:
+            # Trino sessions here and BigQuery compute dates of timestamps in UTC
+            conn.execute("SET TimeZone = 'UTC'")
+        except duckdb.Error:  # no ICU extension: then DuckDB computes TIMESTAMP WITH TIME ZONE in UTC anyway
+            pass
 
 
 def _fetch(cursor: Any, max_rows: int) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...], bool, int | None]:

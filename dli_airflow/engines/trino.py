@@ -10,15 +10,11 @@ errors → DLI-504. No credential ever reaches a message.
 
 from __future__ import annotations
 
-import copy
-import functools
-import json
 import logging
-import threading
-import time
+import re
 from typing import TYPE_CHECKING, Any
 
-from dli_airflow.engines import DEFAULT_MAX_ROWS, RunResult, StatementResult
+from dli_airflow.engines._base import BaseEngine, StatementResult
 from dli_airflow.errors import (
     ConfigError,
     DliError,
@@ -29,8 +25,9 @@ from dli_airflow.errors import (
 )
 
 if TYPE_CHECKING:
-    from airflow.providers.trino.hooks.trino import TrinoHook
+    from trino.dbapi import Cursor
 
+    from dli_airflow.hooks.trino import DliTrinoHook
     from dli_airflow.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -41,8 +38,8 @@ DEFAULT_CONN_ID = "trino_default"
 PERMISSION_ERRORS = frozenset({"PERMISSION_DENIED", "ACCESS_DENIED"})
 
 
-class TrinoEngine:
-    """Runs SQL on Trino through the provider's ``TrinoHook``.
+class TrinoEngine(BaseEngine["Cursor"]):
+    """Runs SQL on Trino through the provider's ``TrinoHook``, on one cursor per run.
 
     :param spec: the dataset's spec (``conn_id``, ``catalog``, ``schema``).
     :param conn_id: the Airflow connection; default the spec's, else ``trino_default``.
@@ -50,55 +47,98 @@ class TrinoEngine:
 
     name = "trino"
     dialect = "trino"
+    title = "Trino"
 
     def __init__(self, spec: DatasetSpec | None = None, conn_id: str | None = None) -> None:
+        super().__init__()
         self.spec = spec
         self.conn_id = conn_id or (spec.conn_id if spec is not None else None) or DEFAULT_CONN_ID
         self.catalog = spec.catalog if spec is not None else None
         self.schema = spec.db_schema if spec is not None else None
-        self._lock = threading.Lock()
-        self._cursor: Any = None
-        self._cancelled = threading.Event()
         self._secrets: tuple[str, ...] = ()
 
-    def hook(self) -> TrinoHook:
+    def hook(self) -> DliTrinoHook:
         """The provider hook, with the spec's catalog and schema over the connection's."""
-        return _hook_class()(trino_conn_id=self.conn_id, catalog=self.catalog, db_schema=self.schema)
+        from dli_airflow.hooks.trino import DliTrinoHook
 
-    def run(self, statements: list[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
-        self._cancelled.clear()
+        return DliTrinoHook(trino_conn_id=self.conn_id, catalog=self.catalog, db_schema=self.schema)
+
+    # -- BaseEngine --------------------------------------------------------------------------------------
+    def _open(self) -> Cursor:
         conn = self._connect()
-        results: list[StatementResult] = []
         try:
             try:
                 cursor = conn.cursor(stats_callback=self._on_stats)
             except TypeError:  # trino clients before 0.331 have no stats callback: cancel() alone then
                 cursor = conn.cursor()
-            with self._lock:
-                self._cursor = cursor
-            for index, sql in enumerate(statements, start=1):
-                results.append(self._run_one(cursor, sql, index, len(statements), max_rows))
-        finally:
-            with self._lock:
-                self._cursor = None
+        except BaseException:
             conn.close()
-        return RunResult(tuple(results))
+            raise
+        self._track(cursor)
+        return cursor
 
-    def cancel(self) -> None:
-        """Cancel the running query on the server; safe to call at any time, from any thread."""
-        self._cancelled.set()
-        with self._lock:
-            cursor = self._cursor
-        if cursor is None:
-            return
+    def _close(self, session: Cursor) -> None:
+        session.connection.close()
+
+    def _cancel_handle(self, handle: Cursor) -> None:
+        handle.cancel()  # DELETE nextUri: the server stops the query
+
+    def _run_statement(self, session: Cursor, sql: str, *, index: int, total: int, max_rows: int) -> StatementResult:
+        import requests
+        from trino.exceptions import Error as TrinoError
+        from trino.exceptions import HttpError, TrinoQueryError
+
+        cursor = session
         try:
-            cursor.cancel()
-        except Exception as exc:  # noqa: BLE001 - cancel is best effort; the stats callback tries again
-            log.warning("cancelling the Trino query failed: %s", self._redact(str(exc)))
+            cursor.execute(sql)
+            log.info("Trino query %s: statement %d of %d", cursor.query_id, index, total)
+            rows: list[Any] = []
+            if cursor.description:
+                rows = cursor.fetchmany(max_rows + 1)
+            truncated = len(rows) > max_rows
+            if truncated:
+                cursor.cancel()  # the rest is not needed: free the server
+        except TrinoQueryError as exc:
+            if self.cancelled:
+                raise self._cancelled_error(index, total, _query_ref(exc.query_id)) from exc
+            raise self._query_error(exc, index, total) from exc
+        except (HttpError, TrinoError, requests.RequestException) as exc:
+            if self.cancelled:
+                raise self._cancelled_error(index, total, _query_ref(cursor.query_id)) from exc
+            raise self._transport_error(exc, index, total) from exc
+        if self.cancelled:  # the client stops quietly once its query is cancelled
+            raise self._cancelled_error(index, total, _query_ref(cursor.query_id))
+        rows = rows[:max_rows]
+        columns = tuple(d[0] for d in cursor.description or ())
+        if cursor.update_type:
+            affected = cursor.rowcount if cursor.rowcount >= 0 else None
+        else:
+            affected = None if truncated else len(rows)
+        stats = cursor.stats or {}
+        log.info(
+            "Trino query %s: %s, %s row(s) affected",
+            cursor.query_id,
+            cursor.update_type or "query",
+            "?" if affected is None else affected,
+        )
+        return StatementResult(
+            sql=sql,
+            rows_affected=affected,
+            columns=columns,
+            rows=tuple(tuple(r) for r in rows),
+            truncated=truncated,
+            query_id=cursor.query_id,
+            bytes_processed=stats.get("processedBytes"),
+        )
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     # -- internals -----------------------------------------------------------------------------------------
     def _connect(self) -> Any:
-        from airflow.exceptions import AirflowNotFoundException
+        from airflow.sdk.exceptions import AirflowNotFoundException
         from trino.exceptions import Error as TrinoError
 
         hook = self.hook()
@@ -121,69 +161,14 @@ class TrinoEngine:
                 hint="check the connection's host, port, protocol and authentication settings",
             ) from exc
 
-    def _run_one(self, cursor: Any, sql: str, index: int, total: int, max_rows: int) -> StatementResult:
-        import requests
-        from trino.exceptions import Error as TrinoError, HttpError, TrinoQueryError
-
-        if self._cancelled.is_set():
-            raise self._cancelled_error(index, total, None)
-        started = time.monotonic()
-        try:
-            cursor.execute(sql)
-            log.info("Trino query %s: statement %d of %d", cursor.query_id, index, total)
-            rows: list[Any] = []
-            if cursor.description:
-                rows = cursor.fetchmany(max_rows + 1)
-            truncated = len(rows) > max_rows
-            if truncated:
-                cursor.cancel()  # the rest is not needed: free the server
-        except TrinoQueryError as exc:
-            if self._cancelled.is_set():
-                raise self._cancelled_error(index, total, exc.query_id) from exc
-            raise self._query_error(exc, index, total) from exc
-        except (HttpError, TrinoError, requests.RequestException) as exc:
-            if self._cancelled.is_set():
-                raise self._cancelled_error(index, total, cursor.query_id) from exc
-            raise self._transport_error(exc, index, total) from exc
-        if self._cancelled.is_set():  # the client stops quietly once its query is cancelled
-            raise self._cancelled_error(index, total, cursor.query_id)
-        rows = rows[:max_rows]
-        columns = tuple(d[0] for d in cursor.description or ())
-        if cursor.update_type:
-            affected = cursor.rowcount if cursor.rowcount >= 0 else None
-        else:
-            affected = None if truncated else len(rows)
-        stats = cursor.stats or {}
-        log.info(
-            "Trino query %s: %s, %s row(s) affected",
-            cursor.query_id,
-            cursor.update_type or "query",
-            "?" if affected is None else affected,
-        )
-        return StatementResult(
-            sql=sql,
-            rows_affected=affected,
-            columns=columns,
-            rows=tuple(tuple(r) for r in rows),
-            truncated=truncated,
-            query_id=cursor.query_id,
-            bytes_processed=stats.get("processedBytes"),
-            seconds=time.monotonic() - started,
-        )
-
     def _on_stats(self, stats: dict[str, Any]) -> None:
         # called on every page the client receives: a cancel that came before the query had a nextUri
         # (so the client could not send the DELETE yet) is carried out here
-        if not self._cancelled.is_set():
+        if not self.cancelled:
             return
-        with self._lock:
-            cursor = self._cursor
+        cursor = self._current()
         if cursor is not None and stats.get("state") not in {"FINISHED", "FAILED"}:
             cursor.cancel()
-
-    def _cancelled_error(self, index: int, total: int, query_id: str | None) -> ExecutionError:
-        qid = f" (query {query_id})" if query_id else ""
-        return ExecutionError(f"statement {index} of {total} was cancelled on Trino{qid}", hint="run it again")
 
     def _query_error(self, exc: Any, index: int, total: int) -> DliError:
         where = f"statement {index} of {total}"
@@ -224,44 +209,11 @@ class TrinoEngine:
             hint="check that Trino is up and the connection's host, port and protocol",
         )
 
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+
+def _query_ref(query_id: str | None) -> str | None:
+    return f"query {query_id}" if query_id else None
 
 
 def _strip_location(message: str) -> str:
     """Trino prefixes user errors with ``line 1:8: ``; the DLI message says the position itself."""
-    import re
-
     return re.sub(r"^line \d+:\d+: ", "", (message or "").strip())
-
-
-@functools.cache
-def _hook_class() -> type[TrinoHook]:
-    from airflow.providers.trino.hooks.trino import TrinoHook
-
-    class DliTrinoHook(TrinoHook):
-        """``TrinoHook`` whose connection carries the spec's catalog and schema.
-
-        ``TrinoHook.get_conn`` reads the catalog only from the connection's extra and the schema only
-        from the connection, so the override is applied to (a copy of) the connection it reads.
-        """
-
-        def __init__(self, *args: Any, catalog: str | None = None, db_schema: str | None = None, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            self.catalog_override = catalog
-            self.schema_override = db_schema
-
-        def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
-            connection = super().get_connection(conn_id)
-            if not (self.catalog_override or self.schema_override):
-                return connection
-            connection = copy.copy(connection)
-            if self.schema_override:
-                connection.schema = self.schema_override
-            if self.catalog_override:
-                connection.extra = json.dumps({**connection.extra_dejson, "catalog": self.catalog_override})
-            return connection
-
-    return DliTrinoHook

@@ -64,10 +64,10 @@ def test_api_accepts_the_admin_token(airflow: AirflowE2E) -> None:
     assert "total_entries" in response.json()
 
 
-def test_dag_file_is_the_module_constant_and_imports(airflow: AirflowE2E) -> None:
+def test_dag_file_is_the_packaged_one_and_imports(airflow: AirflowE2E) -> None:
     dag_file = airflow.home / "dags" / dev.DAG_FILE_NAME
 
-    assert dag_file.read_text(encoding="utf-8") == dev.DAG_FILE_SOURCE
+    assert dag_file.read_text(encoding="utf-8") == dev.dag_file_source()
     with airflow.api() as api:
         errors = api.get("/importErrors").raise_for_status().json()["import_errors"]
     assert [e for e in errors if e["filename"].endswith(dev.DAG_FILE_NAME)] == []

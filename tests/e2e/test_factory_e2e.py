@@ -10,6 +10,7 @@ import duckdb
 import httpx
 from e2e_support import wait_until
 
+from dli_airflow.catalog import scan
 from dli_airflow.store import LocalStore
 
 
@@ -28,7 +29,7 @@ def _wait_run(api: httpx.Client, dag_id: str, run_id: str, timeout: float = 180)
 
 
 def test_dag_list_equals_the_active_datasets_of_the_store(airflow, e2e_store):
-    snapshot = LocalStore(e2e_store).scan()
+    snapshot = scan(LocalStore(e2e_store))
     with airflow.api() as api:
         dags = _dli_dags(api)
     assert set(dags) == {e.name for e in snapshot.active}

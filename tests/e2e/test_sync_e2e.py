@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Collection, Iterator

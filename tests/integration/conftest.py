@@ -137,9 +137,9 @@ def bigquery_conn(bigquery_standin: BigQueryStandin, airflow_env: Path, monkeypa
 @pytest.fixture
 def make_task(airflow_env: Path) -> Callable[..., Any]:
     """The ``run`` task of the DAG ``build_dag`` makes from a spec (YAML text) and its SQL."""
+    from dli_airflow.catalog import SpecEntry
     from dli_airflow.factory import build_dag
     from dli_airflow.spec import DatasetStatus, SourceType, load_spec
-    from dli_airflow.store import SpecEntry
 
     def make(spec_yaml: str, sql: str) -> Any:
         spec = load_spec(spec_yaml, "code/dataset.yaml")

@@ -12,14 +12,11 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-pytest.importorskip("airflow.providers.google")
-
-from airflow.sdk.exceptions import AirflowException, AirflowFailException  # noqa: E402
-
-from dli_airflow.engines.bigquery import BigQueryEngine  # noqa: E402
-from dli_airflow.errors import ConfigError, DliError  # noqa: E402
-from dli_airflow.spec import load_spec  # noqa: E402
+from dli_airflow.engines.bigquery import BigQueryEngine
+from dli_airflow.errors import ConfigError, DliError
+from dli_airflow.spec import load_spec
 
 pytestmark = pytest.mark.integration
 

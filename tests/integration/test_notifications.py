@@ -7,12 +7,10 @@ import json
 import logging
 
 import pytest
-
 from s3_support import HookReceiver, SmtpReceiver, hook_receiver, smtp_receiver  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
-pytest.importorskip("airflow.sdk")
 
 from dli_airflow.notifiers import DatasetNotifier, Message, send  # noqa: E402
 from dli_airflow.spec import NotificationSpec  # noqa: E402

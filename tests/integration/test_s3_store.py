@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from s3_support import (  # noqa: F401  (fixtures)
     ACCESS_KEY,
     REGION,
@@ -34,14 +33,13 @@ from s3_support import (  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
-pytest.importorskip("airflow.sdk")
 
 from dli_airflow.cache import load_snapshot  # noqa: E402
+from dli_airflow.catalog import open_store, scan  # noqa: E402
 from dli_airflow.errors import StoreUnavailableError, WorkflowPermissionError  # noqa: E402
 from dli_airflow.factory import ERRORS_DAG_ID, build_dags  # noqa: E402
 from dli_airflow.s3store import S3Store  # noqa: E402
 from dli_airflow.spec import DatasetStatus, SourceType  # noqa: E402
-from dli_airflow.store import open_store  # noqa: E402
 
 PREFIX = "dli/"
 
@@ -88,7 +86,7 @@ def _dataset_dags(dags: dict) -> set[str]:
 
 
 def test_resolution_over_s3_override_fallback_and_conflicts(store_url, moto_server, s3_bucket):
-    snapshot = open_store(store_url).scan()
+    snapshot = scan(open_store(store_url))
     assert snapshot.store == store_url
     assert _statuses(snapshot) == {
         ("sales.orders", "code"): "active",
@@ -109,7 +107,7 @@ def test_resolution_over_s3_override_fallback_and_conflicts(store_url, moto_serv
     # a broken code spec keeps its manual twin overridden (a bad deploy never swaps in an old copy)
     broken = "name: reports.adhoc\nowner: x\nquery: SELECT 1\nschedule: {cron: '0 9 * *'}\n"
     upload(client, s3_bucket, {"code/adhoc.yaml": broken}, prefix=PREFIX)
-    snapshot = open_store(store_url).scan()
+    snapshot = scan(open_store(store_url))
     statuses = _statuses(snapshot)
     assert statuses[("sales.orders", "manual")] == "active"
     assert ("sales.orders", "code") not in statuses
@@ -286,7 +284,7 @@ def test_a_parse_killed_while_validating_keeps_its_downloads(s3_env, moto_server
     """The dag-processor's import timeout interrupts a big first load after the GETs, during validation
     (Airflow raises its timeout exception from a signal handler wherever the parse is): the next parse
     must not download everything again, or a store that big would never finish loading."""
-    import dli_airflow.cache as cache
+    import dli_airflow.catalog as catalog
 
     files = {f"code/many/d{i:02d}.yaml": spec(f"many.d{i:02d}") for i in range(20)}
     upload(moto_server.client(), s3_bucket, files)
@@ -299,7 +297,7 @@ def test_a_parse_killed_while_validating_keeps_its_downloads(s3_env, moto_server
         raise ImportTimeout("DagBag import timeout")
 
     with monkeypatch.context() as patch:
-        patch.setattr(cache, "resolve", timed_out)
+        patch.setattr(catalog, "resolve", timed_out)
         with pytest.raises(ImportTimeout):
             load_snapshot(url)
     assert len(s3_proxy.gets()) == 20
@@ -323,8 +321,8 @@ def test_cold_start_without_store_emits_no_dataset_dags_and_says_why(store_url, 
 
 def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, moto_server, s3_bucket, tmp_path):
     from dli_airflow.client import WorkflowClient
-    from dli_airflow.registry import delete_manual, prepare_registration, write_manual
     from dli_airflow.errors import DliError
+    from dli_airflow.registry import delete_manual, prepare_registration, write_manual
 
     client = moto_server.client()
 
@@ -345,7 +343,7 @@ def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, mo
         lambda: store.put_manual("/code/x.yaml", b"x"),
         lambda: store.put_manual("manual", b"x"),
         lambda: store.put_manual("manual//x.yaml", b"x"),
-        lambda: delete_manual(store, open_store(store_url).scan().get("sales.returns", SourceType.CODE)),
+        lambda: delete_manual(store, scan(open_store(store_url)).get("sales.returns", SourceType.CODE)),
     ]
     for attempt in attempts:
         with pytest.raises(WorkflowPermissionError):
@@ -369,7 +367,7 @@ def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, mo
         f"{PREFIX}manual/reports.weekly.yaml",
         f"{PREFIX}manual/sales.returns.yaml",
     ]
-    snapshot = open_store(store_url).scan()
+    snapshot = scan(open_store(store_url))
     assert snapshot.get("reports.weekly").sql == "SELECT 7 AS weekly\n"
     assert snapshot.get("sales.returns", SourceType.MANUAL).status is DatasetStatus.OVERRIDDEN
 
@@ -384,7 +382,7 @@ def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, mo
     ]
     assert all(r.method == "DELETE" for r in s3_proxy.writes())
     assert code_objects() == code_before
-    assert open_store(store_url).scan().get("sales.returns").source is SourceType.CODE
+    assert scan(open_store(store_url)).get("sales.returns").source is SourceType.CODE
 
 
 def test_a_write_during_an_outage_is_a_clear_error(store_url, s3_proxy):

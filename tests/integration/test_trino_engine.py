@@ -10,15 +10,12 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from trino_standin import trino_error
 
-pytest.importorskip("airflow.providers.trino")
-
-from airflow.sdk.exceptions import AirflowException, AirflowFailException  # noqa: E402
-
-from dli_airflow.engines.trino import TrinoEngine  # noqa: E402
-from dli_airflow.errors import ConfigError, ExecutionError  # noqa: E402
-from dli_airflow.spec import load_spec  # noqa: E402
-from trino_standin import trino_error  # noqa: E402
+from dli_airflow.engines.trino import TrinoEngine
+from dli_airflow.errors import ConfigError, ExecutionError
+from dli_airflow.spec import load_spec
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import dli_airflow.store as store_module
+import dli_airflow.catalog as catalog_module
 from dli_airflow.cache import load_snapshot
 
 pytestmark = pytest.mark.usefixtures("dli_isolated")
@@ -35,13 +35,13 @@ def store(tmp_path: Path) -> Path:
 def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The spec files the store loads and validates (the cache's job is to keep this short)."""
     seen: list[str] = []
-    real = store_module.load_entry
+    real = catalog_module.load_entry
 
     def spy(store, path, all_paths=None):
         seen.append(path)
         return real(store, path, all_paths)
 
-    monkeypatch.setattr(store_module, "load_entry", spy)
+    monkeypatch.setattr(catalog_module, "load_entry", spy)
     return seen
 
 
@@ -103,7 +103,7 @@ def test_a_spec_moved_to_another_file_is_not_reused_from_the_old_path(store: Pat
 
 def test_a_shard_reads_its_own_cache_file_when_nothing_changed(store: Path, loads: list[str], tmp_path: Path):
     from dli_airflow.cache import cache_path
-    from dli_airflow.store import shard_of
+    from dli_airflow.catalog import shard_of
 
     cache = tmp_path / "cache"
     full = load_snapshot(str(store), cache_dir=cache, shard=(1, 2))

@@ -36,7 +36,7 @@ def test_airflow_services_mount_dags_and_the_store_and_set_the_spec_store():
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert env["AIRFLOW__DLI__SPEC_STORE"] == "/opt/dli/store", name
         mounts = dict(_mount(v) for v in service["volumes"])
-        assert mounts["/opt/airflow/dags"] == "./dags", name
+        assert mounts["/opt/airflow/dags"] == "./dli_airflow/dag_files", name
         assert "/opt/dli/store" in mounts, name
         assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/airflow/dags"
 
@@ -44,4 +44,12 @@ def test_airflow_services_mount_dags_and_the_store_and_set_the_spec_store():
 def test_the_image_installs_this_package():
     build = _compose()["services"]["airflow-scheduler"]["build"]
     assert "pip install" in build["dockerfile_inline"] and "/opt/dli-airflow" in build["dockerfile_inline"]
-    assert (ROOT / build["context"] / "dags" / "dli_datasets.py").is_file()
+
+
+def test_the_mounted_dags_folder_holds_exactly_the_packaged_dag_file():
+    """The folder mounted as dags is the package's own ``dag_files/``: the DAG file ``dli dev up`` writes too."""
+    services = _compose()["services"]
+    source = dict(_mount(v) for v in services["airflow-scheduler"]["volumes"])["/opt/airflow/dags"]
+    folder = ROOT / services["airflow-scheduler"]["build"]["context"] / source
+    assert sorted(p.name for p in folder.glob("*.py")) == ["dli_datasets.py"]
+    assert not (folder / "__init__.py").exists()

@@ -10,12 +10,10 @@ from types import SimpleNamespace
 
 import duckdb
 import pytest
-
-pytest.importorskip("airflow.sdk")
-
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable  # noqa: E402
 from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
 
+from dli_airflow.catalog import scan  # noqa: E402
 from dli_airflow.factory import ERRORS_DAG_ID, build_dags  # noqa: E402
 from dli_airflow.store import LocalStore  # noqa: E402
 
@@ -37,7 +35,7 @@ def example_dags(dli_env):
 
 
 def test_one_dag_per_active_dataset(example_dags):
-    active = {e.name for e in LocalStore(EXAMPLES).scan().active}
+    active = {e.name for e in scan(LocalStore(EXAMPLES)).active}
     assert set(example_dags) == active
     assert "analytics.user_metrics" in example_dags
     # the overridden manual copy is not a DAG: the code one is
@@ -119,10 +117,13 @@ def test_unreadable_store_gives_the_errors_dag(dli_env):
     assert "DLI-102" in dags[ERRORS_DAG_ID].doc_md
 
 
-def test_dag_file_is_the_one_dev_up_writes():
-    from dli_airflow.dev import DAG_FILE_SOURCE
+def test_dev_up_writes_exactly_the_packaged_dag_file(tmp_path):
+    from dli_airflow.dev import _home
 
-    assert (ROOT / "dags" / "dli_datasets.py").read_text() == DAG_FILE_SOURCE
+    packaged = ROOT / "dli_airflow" / "dag_files" / "dli_datasets.py"
+    paths = _home._Paths(tmp_path / "home")
+    _home._write_dag_file(paths)
+    assert paths.dag_file.read_bytes() == packaged.read_bytes()
 
 
 def _context(run_type: str, conf: dict | None = None, params: dict | None = None, logical: datetime | None = None):

@@ -12,12 +12,15 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
+from dli_airflow.catalog import SpecEntry, scan
 from dli_airflow.engines import engine_class
 from dli_airflow.engines.duckdb import DuckDBEngine
 from dli_airflow.errors import ConfigError, ExecutionError, ParameterError, SqlExecutionError, TranspileError
-from dli_airflow.local import render_entry, run_dates, run_entry, run_range, today_in
+from dli_airflow.local import run_dates, run_entry, run_range
+from dli_airflow.params import today_in
+from dli_airflow.render import render_entry
 from dli_airflow.spec import DatasetSpec, load_spec
-from dli_airflow.store import LocalStore, SpecEntry
+from dli_airflow.store import LocalStore
 
 pytestmark = pytest.mark.usefixtures("dli_isolated")
 
@@ -34,7 +37,7 @@ def entry_for(make_store: MakeStore) -> Callable[[str], SpecEntry]:
 
     def make(text: str) -> SpecEntry:
         root = make_store({"code/s.yaml": text})
-        snapshot = LocalStore(root).scan()
+        snapshot = scan(LocalStore(root))
         assert snapshot.problems == (), [p.render() for p in snapshot.problems]
         return snapshot.entries[0]
 
@@ -313,7 +316,7 @@ def test_sql_rendering_to_nothing_is_an_error(entry_for: Callable[[str], SpecEnt
 
 
 def test_example_dataset_runs_end_to_end(examples_store: Path, tmp_path: Path) -> None:
-    entry = LocalStore(examples_store).scan().get("analytics.daily_clicks")
+    entry = scan(LocalStore(examples_store)).get("analytics.daily_clicks")
     db = str(tmp_path / "w.duckdb")
     result = run_entry(entry, {"execution_date": "2024-01-15", "campaign": "campaign_1"}, duckdb_path=db)
     assert result.result.records() == [

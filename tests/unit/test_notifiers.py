@@ -13,8 +13,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-pytest.importorskip("airflow.sdk")
-
+from dli_airflow.catalog import SpecEntry  # noqa: E402
 from dli_airflow.notifiers import (  # noqa: E402
     DatasetNotifier,
     Message,
@@ -24,7 +23,6 @@ from dli_airflow.notifiers import (  # noqa: E402
     webhook_url,
 )
 from dli_airflow.spec import DatasetStatus, NotificationSpec, SourceType, load_spec  # noqa: E402
-from dli_airflow.store import SpecEntry  # noqa: E402
 
 SPEC = """
 name: sales.orders

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from dli_airflow.catalog import scan
 from dli_airflow.errors import SpecValidationError, WorkflowPermissionError, WorkflowRegistrationError
 from dli_airflow.registry import delete_manual, prepare_registration, write_manual
 from dli_airflow.spec import DatasetStatus, SourceType
@@ -59,7 +60,7 @@ def test_register_writes_spec_and_sql_and_applies_overrides(tmp_path):
     assert doc["query_file"] == "team.report.sql"
     assert doc["schedule"] == {"cron": "30 7 * * 1", "timezone": "Asia/Seoul", "enabled": False,
                                "retry": {"max_attempts": 4}}
-    (entry,) = store.scan().entries
+    (entry,) = scan(store).entries
     assert entry.source is SourceType.MANUAL and entry.status is DatasetStatus.PAUSED
     assert entry.sql == "SELECT {{ d }} AS d\n"
     assert not list(store_root.glob("manual/.*.tmp"))

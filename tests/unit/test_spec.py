@@ -536,7 +536,8 @@ BAD_FILES = sorted(p for p in (FIXTURES / "bad").iterdir() if p.suffix in {".yam
 
 @pytest.mark.parametrize("path", GOOD_FILES, ids=[p.name for p in GOOD_FILES])
 def test_good_fixture_loads(path: Path) -> None:
-    from dli_airflow.store import SingleFileStore, load_entry
+    from dli_airflow.catalog import load_entry
+    from dli_airflow.store import SingleFileStore
 
     store = SingleFileStore.for_file(path)
     spec, sql, _ = load_entry(store, path.relative_to(store.root).as_posix())
@@ -545,7 +546,8 @@ def test_good_fixture_loads(path: Path) -> None:
 
 @pytest.mark.parametrize("path", BAD_FILES, ids=[p.name for p in BAD_FILES])
 def test_bad_fixture_raises_its_expected_error(path: Path) -> None:
-    from dli_airflow.store import SingleFileStore, load_entry
+    from dli_airflow.catalog import load_entry
+    from dli_airflow.store import SingleFileStore
 
     code, field = _expectation(path)
     store = SingleFileStore.for_file(path)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from dli_airflow.catalog import StoreSnapshot, open_store, scan
 from dli_airflow.errors import DatasetNotFoundError, StoreNotFoundError
 from dli_airflow.spec import DatasetStatus, SourceType
-from dli_airflow.store import LocalStore, StoreSnapshot, open_store
+from dli_airflow.store import LocalStore
 
 pytestmark = pytest.mark.usefixtures("dli_isolated")
 
@@ -38,7 +39,7 @@ def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_example_store_resolves(examples_store: Path) -> None:
-    snapshot = LocalStore(examples_store).scan()
+    snapshot = scan(LocalStore(examples_store))
     assert snapshot.problems == ()
     assert _entries(snapshot) == {
         ("analytics.campaign_report", "code"): ("active", None),
@@ -69,7 +70,7 @@ def test_code_wins_and_manual_is_kept_untouched(make_store: MakeStore) -> None:
         }
     )
     before = _tree(root)
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert _tree(root) == before  # nothing written, renamed or touched
     assert _entries(snapshot) == {
         ("sales.daily", "code"): ("active", None),
@@ -89,14 +90,14 @@ def test_manual_is_active_again_when_the_code_spec_goes_away(make_store: MakeSto
         }
     )
     store = LocalStore(root)
-    assert store.scan().get("sales.daily").source is SourceType.CODE
+    assert scan(store).get("sales.daily").source is SourceType.CODE
     (root / "code/sales/daily.yaml").unlink()
-    snapshot = store.scan()
+    snapshot = scan(store)
     assert _entries(snapshot) == {("sales.daily", "manual"): ("active", None)}
     assert snapshot.get("sales.daily").spec.owner == "manual@example.com"
     # and back: code deployed again overrides it again
     (root / "code/sales/daily.yaml").write_text(spec("sales.daily", owner="code@example.com"))
-    assert _entries(store.scan())[("sales.daily", "manual")] == ("overridden", "code")
+    assert _entries(scan(store))[("sales.daily", "manual")] == ("overridden", "code")
 
 
 def test_code_and_manual_may_sit_at_different_paths(make_store: MakeStore) -> None:
@@ -106,7 +107,7 @@ def test_code_and_manual_may_sit_at_different_paths(make_store: MakeStore) -> No
             "manual/elsewhere.yml": spec("sales.daily"),
         }
     )
-    assert _entries(LocalStore(root).scan())[("sales.daily", "manual")] == ("overridden", "code")
+    assert _entries(scan(LocalStore(root)))[("sales.daily", "manual")] == ("overridden", "code")
 
 
 def test_disabled_schedule_is_paused(make_store: MakeStore) -> None:
@@ -119,7 +120,7 @@ def test_disabled_schedule_is_paused(make_store: MakeStore) -> None:
             "manual/d.yaml": spec("sales.paused"),
         }
     )
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert _entries(snapshot) == {
         ("sales.paused", "code"): ("paused", None),
         ("sales.paused", "manual"): ("overridden", "code"),  # a paused code spec still wins
@@ -141,7 +142,7 @@ def test_duplicate_names_in_one_prefix_are_one_conflict(make_store: MakeStore, p
             f"{prefix}/other.yaml": spec("sales.other"),
         }
     )
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert len(snapshot.problems) == 1
     conflict = snapshot.problems[0]
     assert conflict.code == "DLI-204"
@@ -161,14 +162,14 @@ def test_conflict_in_code_keeps_the_manual_twin_overridden(make_store: MakeStore
             "manual/m.yaml": spec("sales.daily"),
         }
     )
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert [p.code for p in snapshot.problems] == ["DLI-204"]
     assert _entries(snapshot) == {("sales.daily", "manual"): ("overridden", "code")}
     assert snapshot.active == []
 
 
 def test_same_name_in_code_and_manual_is_not_a_conflict(examples_store: Path) -> None:
-    assert not [p for p in LocalStore(examples_store).scan().problems if p.code == "DLI-204"]
+    assert not [p for p in scan(LocalStore(examples_store)).problems if p.code == "DLI-204"]
 
 
 # -- fault isolation ----------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def test_broken_code_spec_that_declares_a_name_keeps_the_manual_twin_overridden(
             "manual/daily.yaml": spec("sales.daily"),
         }
     )
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert [p.code for p in snapshot.problems] == ["DLI-201"]
     assert _entries(snapshot) == {("sales.daily", "manual"): ("overridden", "code")}
     assert snapshot.active == []
@@ -194,7 +195,7 @@ def test_broken_code_sql_template_keeps_the_manual_twin_overridden(make_store: M
             "manual/daily.yaml": spec("sales.daily"),
         }
     )
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert [p.code for p in snapshot.problems] == ["DLI-205"]
     assert _entries(snapshot) == {("sales.daily", "manual"): ("overridden", "code")}
 
@@ -228,7 +229,7 @@ def test_the_rest_still_loads(make_store: MakeStore, tmp_path: Path) -> None:
         },
         root=root,
     )
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     good_names = {"fixtures.full_spec", "fixtures.minimal", "fixtures.assets_only", "fixtures.paused_required"}
     assert {e.name for e in snapshot.entries} == good_names | {"manual.one", "manual.two"}
     bad_files = sorted(f"{root}/code/bad/{p.name}" for p in (FIXTURES / "bad").glob("*.y*ml")) + sorted(
@@ -246,9 +247,9 @@ def test_missing_code_or_manual_folder(make_store: MakeStore, tmp_path: Path) ->
     only_manual = make_store({"manual/a.yaml": spec("a.only_manual")}, root=tmp_path / "m")
     only_code = make_store({"code/a.yaml": spec("a.only_code")}, root=tmp_path / "c")
     (tmp_path / "empty").mkdir()
-    assert _entries(LocalStore(only_manual).scan()) == {("a.only_manual", "manual"): ("active", None)}
-    assert _entries(LocalStore(only_code).scan()) == {("a.only_code", "code"): ("active", None)}
-    empty = LocalStore(tmp_path / "empty").scan()
+    assert _entries(scan(LocalStore(only_manual))) == {("a.only_manual", "manual"): ("active", None)}
+    assert _entries(scan(LocalStore(only_code))) == {("a.only_code", "code"): ("active", None)}
+    empty = scan(LocalStore(tmp_path / "empty"))
     assert empty.entries == () and empty.problems == ()
 
 
@@ -264,7 +265,7 @@ def test_nested_folders_yml_and_ignored_files(make_store: MakeStore) -> None:
             "manual/x.json": "{}",
         }
     )
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert snapshot.problems == ()
     assert {(e.name, e.path) for e in snapshot.entries} == {
         ("x.deep", "code/a/b/c/d/deep.yaml"),
@@ -284,7 +285,7 @@ def test_query_file_beside_and_below_the_spec(make_store: MakeStore) -> None:
             "code/sales/sql/q.sql": "SELECT 2 AS two",
         }
     )
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert snapshot.problems == ()
     assert snapshot.get("s.daily").sql == "SELECT 1 AS one"
     assert snapshot.get("s.sub").sql_path == "code/sales/sql/q.sql"
@@ -311,7 +312,7 @@ def test_query_file_problems(make_store: MakeStore, query_file: str, fragment: s
             "code/sales/ok.yaml": spec("s.ok"),
         }
     )
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert [e.name for e in snapshot.entries] == ["s.ok"]
     [problem] = snapshot.problems
     assert problem.code == "DLI-201"
@@ -324,7 +325,7 @@ def test_query_file_symlink_escaping_the_store(make_store: MakeStore, tmp_path: 
     outside.write_text("SELECT 'secret'")
     root = make_store({"code/sales/daily.yaml": "name: s.daily\nowner: me\nquery_file: daily.sql\n"})
     os.symlink(outside, root / "code/sales/daily.sql")
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert snapshot.entries == ()
     [problem] = snapshot.problems
     assert problem.code == "DLI-201"
@@ -341,7 +342,7 @@ def test_symlink_inside_the_store_is_fine(make_store: MakeStore) -> None:
         }
     )
     os.symlink(root / "code/shared/q.sql", root / "code/sales/q.sql")
-    assert LocalStore(root).scan().get("s.daily").sql == "SELECT 1 AS one"
+    assert scan(LocalStore(root)).get("s.daily").sql == "SELECT 1 AS one"
 
 
 def test_spec_file_symlink_escaping_the_store(make_store: MakeStore, tmp_path: Path) -> None:
@@ -349,7 +350,7 @@ def test_spec_file_symlink_escaping_the_store(make_store: MakeStore, tmp_path: P
     outside.write_text(spec("s.outside"))
     root = make_store({"code/ok.yaml": spec("s.ok")})
     os.symlink(outside, root / "code/linked.yaml")
-    snapshot = LocalStore(root).scan()
+    snapshot = scan(LocalStore(root))
     assert [e.name for e in snapshot.entries] == ["s.ok"]
     [problem] = snapshot.problems
     assert problem.code == "DLI-201" and "outside the store" in problem.message
@@ -371,7 +372,7 @@ def test_bad_sql_files_name_the_sql_file(make_store: MakeStore, sql: bytes, code
             "code/q.sql": sql,
         }
     )
-    [problem] = LocalStore(root).scan().problems
+    [problem] = scan(LocalStore(root)).problems
     assert problem.code == code
     assert f"{root}/code/q.sql" in problem.message and fragment in problem.message
 
@@ -395,12 +396,12 @@ def test_store_path_that_is_a_file_is_dli_102(tmp_path: Path) -> None:
 
 def test_open_store_defaults_to_config(monkeypatch: pytest.MonkeyPatch, examples_store: Path) -> None:
     monkeypatch.setenv("AIRFLOW__DLI__SPEC_STORE", str(examples_store))
-    assert open_store().scan().get("analytics.daily_clicks").source is SourceType.CODE
+    assert scan(open_store()).get("analytics.daily_clicks").source is SourceType.CODE
 
 
 def test_get_unknown_dataset_suggests_close_names(examples_store: Path) -> None:
     with pytest.raises(DatasetNotFoundError) as info:
-        LocalStore(examples_store).scan().get("analytics.daily_click")
+        scan(LocalStore(examples_store)).get("analytics.daily_click")
     assert info.value.code == "DLI-101"
     assert "Did you mean: analytics.daily_clicks" in info.value.message
 
@@ -408,5 +409,5 @@ def test_get_unknown_dataset_suggests_close_names(examples_store: Path) -> None:
 def test_get_broken_dataset_says_why(make_store: MakeStore) -> None:
     root = make_store({"code/a.yaml": spec("s.broken", extra="engine: trinoo\n")})
     with pytest.raises(DatasetNotFoundError) as info:
-        LocalStore(root).scan().get("s.broken")
+        scan(LocalStore(root)).get("s.broken")
     assert "has a problem" in info.value.message and "trinoo" in info.value.message

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("airflow.sdk")
-
-from dli_airflow.store import LocalStore  # noqa: E402
-from dli_airflow.sync import SYNC_DAG_ID, act, build_sync_dag, plan  # noqa: E402
+from dli_airflow.catalog import scan
+from dli_airflow.store import LocalStore
+from dli_airflow.sync import SYNC_DAG_ID, act, build_sync_dag, plan
 
 HOOK = "{type: webhook, conn_id: ops_hook}"
 
@@ -69,7 +68,7 @@ class Harness:
         return True
 
     def sync(self) -> dict:
-        result = plan(LocalStore(self.root).scan(), self.state)
+        result = plan(scan(LocalStore(self.root)), self.state)
         self.state = result.state
         return act(result, client_factory=lambda: self.api, sender=self._send)
 
@@ -180,10 +179,25 @@ def test_without_api_credentials_the_pause_is_recorded_unapplied(h, caplog):
     h.sync()
     h.write("code/returns.yaml", spec("sales.returns", enabled=False))
     h.sync()
-    result = plan(LocalStore(h.root).scan(), h.state)
+    result = plan(scan(LocalStore(h.root)), h.state)
     report = act(result, client_factory=lambda: None, sender=lambda t, m: True)
     assert report["transitions"][0]["applied"] is False
     assert "dli_airflow_api" in caplog.text
+
+
+def test_api_client_comes_from_the_dli_airflow_api_connection(dli_isolated, monkeypatch):
+    import json
+
+    from dli_airflow.sync import api_client
+
+    for key in ("DLI_AIRFLOW_URL", "DLI_AIRFLOW_TOKEN", "AIRFLOW_CONN_DLI_AIRFLOW_API"):
+        monkeypatch.delenv(key, raising=False)
+    assert api_client() is None  # nothing configured: pauses are recorded as not applied
+    # what `dli dev up` sets: an http connection whose host is the URL
+    monkeypatch.setenv("AIRFLOW_CONN_DLI_AIRFLOW_API", json.dumps(
+        {"conn_type": "http", "host": "http://127.0.0.1:28080", "login": "admin", "password": "pw"}))
+    client = api_client()
+    assert client is not None and client.url == "http://127.0.0.1:28080"
 
 
 def test_the_sync_dag(monkeypatch):

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from dli_airflow.catalog import SpecEntry
 from dli_airflow.errors import SqlExecutionError, TranspileError
-from dli_airflow.local import SOURCE_SETTINGS, render_entry, run_entry, transpile
+from dli_airflow.local import run_entry
+from dli_airflow.render import render_entry
 from dli_airflow.spec import DatasetStatus, SourceType, load_spec
-from dli_airflow.store import SpecEntry
+from dli_airflow.transpile import SOURCE_SETTINGS, transpile
 
 UTC = timezone.utc
 
@@ -292,7 +294,7 @@ TRICKY_STRINGS = ["o'brien", "back\\slash", "a\\'b", "line\nbreak\ttab\r", "quot
 def test_string_literals_read_back_as_the_same_text(dialect: str, value: str) -> None:
     import sqlglot
 
-    from dli_airflow.sql import sql_literal
+    from dli_airflow.render import sql_literal
 
     literal = sql_literal(value, dialect)
     parsed = sqlglot.parse_one(f"SELECT {literal}", read=dialect).expressions[0]
@@ -304,7 +306,7 @@ def test_string_literals_read_back_as_the_same_text(dialect: str, value: str) ->
 
 @pytest.mark.parametrize("dialect", ["trino", "bigquery"])
 def test_typed_literals_keep_their_types(dialect: str) -> None:
-    from dli_airflow.sql import sql_literal
+    from dli_airflow.render import sql_literal
 
     values = [date(2024, 1, 15), 42, -7, True, False, None, 0.25]
     sql = "SELECT " + ", ".join(sql_literal(v, dialect) for v in values)

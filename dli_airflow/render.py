@@ -1,10 +1,10 @@
-"""Typed parameters and safe SQL rendering.
+"""Safe SQL rendering: a dataset's SQL template with validated parameters → statements of the engine's dialect.
 
 A dataset's SQL is a Jinja template. Every ``{{ expression }}`` is rendered as a SQL *literal* of the
 value's type in the engine's dialect (``'o''brien'``, ``DATE '2024-01-15'``, ``42``, ``TRUE``), so a
 parameter value can never change the statement's structure. Identifiers come only through the
 explicit ``identifier`` filter. A placeholder written inside a quoted SQL string is refused with the fix.
-Nothing here touches Airflow.
+This is the only module that builds SQL text. Nothing here touches Airflow.
 """
 
 from __future__ import annotations
@@ -22,144 +22,11 @@ from dli_airflow.errors import ParameterError, TemplateError
 if TYPE_CHECKING:
     import jinja2
 
-    from dli_airflow.spec import DatasetSpec, ParameterSpec
+    from dli_airflow.catalog import SpecEntry
+    from dli_airflow.spec import DatasetSpec
 
 #: sqlglot dialect names per engine.
 DIALECTS = {"duckdb": "duckdb", "trino": "trino", "bigquery": "bigquery"}
-
-_TRUE = {"true", "t", "yes", "y", "1", "on"}
-_FALSE = {"false", "f", "no", "n", "0", "off"}
-
-
-# -- parameter values -------------------------------------------------------------------------------------
-
-
-def coerce_value(param_type: str, value: Any) -> Any:
-    """Coerce one value (from YAML, JSON or a ``key=value`` string) to a declared type.
-
-    :raises ValueError: with a short reason when the value does not fit the type.
-    """
-    if value is None:
-        return None
-    if param_type == "string":
-        if isinstance(value, (dict, list)):
-            raise ValueError("expected text, got a " + type(value).__name__)
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (date, datetime)):
-            return value.isoformat()
-        return str(value)
-    if param_type == "date":
-        if isinstance(value, datetime):
-            return value.date()
-        if isinstance(value, date):
-            return value
-        if isinstance(value, str):
-            try:
-                return date.fromisoformat(value.strip())
-            except ValueError:
-                raise ValueError("expected a date as YYYY-MM-DD, e.g. 2024-01-15") from None
-        raise ValueError("expected a date as YYYY-MM-DD, e.g. 2024-01-15")
-    if param_type == "integer":
-        if isinstance(value, bool):
-            raise ValueError("expected a whole number, got a boolean")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float):
-            if value.is_integer():
-                return int(value)
-            raise ValueError("expected a whole number")
-        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
-            return int(value)
-        raise ValueError("expected a whole number, e.g. 100")
-    if param_type == "number":
-        if isinstance(value, bool):
-            raise ValueError("expected a number, got a boolean")
-        if isinstance(value, (int, float)):
-            number = float(value) if isinstance(value, float) else value
-        elif isinstance(value, str):
-            try:
-                number = float(value) if re.search(r"[.eE]", value) else int(value)
-            except ValueError:
-                raise ValueError("expected a number, e.g. 0.5") from None
-        else:
-            raise ValueError("expected a number, e.g. 0.5")
-        if isinstance(number, float) and not math.isfinite(number):
-            raise ValueError("expected a finite number")
-        return number
-    if param_type == "boolean":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ValueError("expected true or false")
-    raise ValueError(f"unknown parameter type {param_type!r}")  # pragma: no cover - guarded by the model
-
-
-def describe_parameters(spec: DatasetSpec) -> str:
-    """``execution_date (required), limit (optional)`` — for error messages."""
-    if not spec.parameters:
-        return "(none: this dataset declares no parameters)"
-    return ", ".join(f"{p.name} ({'required' if p.required else 'optional'})" for p in spec.parameters)
-
-
-def resolve_parameters(
-    spec: DatasetSpec,
-    given: Mapping[str, Any] | None = None,
-    *,
-    execution_date: date | None = None,
-    fill_required: bool = True,
-) -> dict[str, Any]:
-    """Validate and coerce run parameters against the spec.
-
-    :param given: values by name (strings from the CLI, JSON values from the API or ``conf``).
-        ``None`` values count as not given.
-    :param execution_date: filled into the ``execution_date`` parameter (when declared) if not given.
-    :param fill_required: raise for required parameters still missing.
-    :raises ParameterError: unknown names, values of the wrong type, or missing required ones; the
-        message lists the allowed parameters.
-    """
-    given = dict(given or {})
-    declared = {p.name: p for p in spec.parameters}
-    allowed = describe_parameters(spec)
-    unknown = sorted(k for k in given if k not in declared)
-    if unknown:
-        import difflib
-
-        names = ", ".join(repr(k) for k in unknown)
-        close = difflib.get_close_matches(unknown[0], list(declared), n=1)
-        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ParameterError(
-            f"Unknown parameter{'s' if len(unknown) > 1 else ''} {names} for dataset {spec.name!r}{suggestion}. "
-            f"Allowed parameters: {allowed}",
-            hint="pass only the parameters the spec declares (-p name=value)",
-        )
-    values: dict[str, Any] = {}
-    for param in spec.parameters:
-        raw = given.get(param.name)
-        if raw is None and param.name == "execution_date" and execution_date is not None:
-            raw = execution_date
-        if raw is None:
-            values[param.name] = param.default
-            continue
-        try:
-            values[param.name] = coerce_value(param.type, raw)
-        except ValueError as exc:
-            raise ParameterError(
-                f"Parameter {param.name!r} of dataset {spec.name!r}: {raw!r} is not a valid {param.type}: {exc}",
-                hint=f"pass -p {param.name}=<{param.type}>",
-            ) from None
-    if fill_required:
-        missing = [p.name for p in spec.parameters if p.required and values[p.name] is None]
-        if missing:
-            raise ParameterError(
-                f"Missing required parameter{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
-                f"(dataset {spec.name!r}). Allowed parameters: {allowed}",
-                hint=" ".join(f"-p {m}=<value>" for m in missing),
-            )
-    return values
 
 
 # -- literals ---------------------------------------------------------------------------------------------
@@ -359,7 +226,8 @@ def _free_names(ast: jinja2.nodes.Template) -> set[str]:
 
 def render_sql(sql: str, values: Mapping[str, Any], *, dialect: str = "duckdb", path: str = "<sql>") -> str:
     """Render a SQL template with validated parameter values as typed literals."""
-    from jinja2.exceptions import SecurityError, TemplateError as JinjaTemplateError, UndefinedError
+    from jinja2.exceptions import SecurityError, UndefinedError
+    from jinja2.exceptions import TemplateError as JinjaTemplateError
 
     env = _environment(dialect)
     context = dict(values)
@@ -430,12 +298,91 @@ def parse_sql(sql: str, dialect: str = "duckdb", path: str = "<sql>") -> list[An
         raise SqlExecutionError(f"{path}: the SQL does not tokenize as {dialect}: {exc}") from None
 
 
-def parameter_json_schema(param: ParameterSpec) -> dict[str, Any]:
-    """JSON-Schema type of a parameter (for Airflow Params)."""
-    return {
-        "string": {"type": "string"},
-        "date": {"type": "string", "format": "date"},
-        "integer": {"type": "integer"},
-        "number": {"type": "number"},
-        "boolean": {"type": "boolean"},
-    }[param.type]
+@dataclass(frozen=True)
+class RenderedRun:
+    """A dataset's SQL rendered for one run: the validated parameters and the statements."""
+
+    dataset: str
+    engine: str
+    dialect: str
+    parameters: dict[str, Any]
+    statements: tuple[str, ...]
+    transpiled_from: str | None = None
+    #: (line, column) where each statement starts in the rendered SQL of the engine's dialect
+    positions: tuple[tuple[int, int], ...] = ()
+
+
+
+def render_entry(
+    entry: SpecEntry,
+    given: Mapping[str, Any] | None = None,
+    *,
+    execution_date: date | None = None,
+    target_dialect: str | None = None,
+) -> RenderedRun:
+    """Validate parameters and render the dataset's SQL.
+
+    :param execution_date: the date filled into ``execution_date`` when it is declared and not given.
+    :param target_dialect: render for the engine's own dialect, then transpile to this one (local runs of
+        Trino/BigQuery SQL on DuckDB).
+    """
+    from dli_airflow.params import resolve_parameters
+
+    spec = entry.spec
+    values = resolve_parameters(spec, given, execution_date=execution_date)
+    engine = spec.resolved_engine
+    path = entry.sql_path or entry.path
+    sql = render_sql(entry.sql, values, dialect=engine, path=path)
+    statements = split_statements(sql, engine)
+    if not statements:
+        raise ParameterError(f"{path}: the rendered SQL has no statement", hint="check the {% if %} blocks of the SQL")
+    positions = statement_positions(sql, statements)
+    transpiled_from = None
+    if target_dialect and target_dialect != engine:
+        from dli_airflow.transpile import transpile
+
+        statements = [
+            transpile(s, engine, target_dialect, path, line=line, column=column)
+            for s, (line, column) in zip(statements, positions)
+        ]
+        transpiled_from = engine
+    return RenderedRun(
+        dataset=spec.name,
+        engine=engine,
+        dialect=target_dialect or engine,
+        parameters=values,
+        statements=tuple(statements),
+        transpiled_from=transpiled_from,
+        positions=tuple(positions),
+    )
+
+
+def statement_positions(sql: str, statements: list[str]) -> list[tuple[int, int]]:
+    """The (line, column) where each statement of :func:`split_statements` starts in ``sql`` (1-based)."""
+    positions: list[tuple[int, int]] = []
+    cursor = 0
+    for statement in statements:
+        found = sql.find(statement, cursor)
+        if found < 0:  # pragma: no cover - split_statements returns substrings
+            positions.append((1, 1))
+            continue
+        cursor = found + len(statement)
+        line = sql.count("\n", 0, found) + 1
+        positions.append((line, found - (sql.rfind("\n", 0, found) + 1) + 1))
+    return positions
+
+
+__all__ = [
+    "DIALECTS",
+    "RenderedRun",
+    "SqlFragment",
+    "check_template",
+    "find_quoted_placeholders",
+    "parse_sql",
+    "render_entry",
+    "render_sql",
+    "split_statements",
+    "sql_identifier",
+    "sql_literal",
+    "statement_positions",
+]

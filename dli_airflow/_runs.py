@@ -1,0 +1,424 @@
+"""The run methods of :class:`~dli_airflow.client.WorkflowClient`: run, backfill, status, logs, stop, history,
+watch (the way airflow-ctl keeps each resource group of its client in its own module). No Airflow here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from dli_airflow._api import detail
+from dli_airflow.errors import DliError, ParameterError, WorkflowExecutionError
+from dli_airflow.spec import DatasetStatus, SourceType
+from dli_airflow.workflow import (
+    BACKFILL_TOKEN_KEY,
+    KILLED_NOTE_PREFIX,
+    RunStatus,
+    TaskLog,
+    WorkflowHistoryResult,
+    WorkflowInfo,
+    WorkflowRun,
+    WorkflowRunResult,
+    WorkflowStatusResult,
+    dataset_of_run_id,
+    log_line_text,
+    make_run_id,
+    parse_time,
+    run_from_api,
+    run_status,
+    source_of,
+    task_from_api,
+)
+
+if TYPE_CHECKING:
+    from dli_airflow._api import ApiTransport
+    from dli_airflow.catalog import SpecEntry
+
+
+class RunMethods:
+    """Runs of dli workflows on Airflow; mixed into :class:`~dli_airflow.client.WorkflowClient`, which
+    provides the transport and the DAG and store look-ups these methods use."""
+
+    if TYPE_CHECKING:
+        _api: ApiTransport
+
+        def _entry_for_run(self, name: str, source_type: SourceType | str | None) -> SpecEntry | None: ...
+        def _require_dag(self, name: str) -> dict[str, Any]: ...
+        def _check_runnable(self, name: str, dag: dict[str, Any]) -> None: ...
+        def _run_conf(self, name: str, entry: SpecEntry | None, parameters: Mapping[str, Any] | None) -> dict[str, Any]: ...
+        def _conf_without_spec(self, name: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]: ...
+        def _dli_dags(self) -> dict[str, dict[str, Any]]: ...
+        def _infos(self, *, only: str | None = None, running_only: bool = False) -> list[WorkflowInfo]: ...
+
+    def run(
+        self,
+        dataset_name: str,
+        parameters: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+        *,
+        source_type: SourceType | str | None = None,
+        note: str | None = None,
+    ) -> WorkflowRunResult:
+        """Trigger an ad-hoc run on Airflow (``dry_run``: render and parse the SQL, trigger nothing)."""
+        entry = self._entry_for_run(dataset_name, source_type)
+        dag = self._require_dag(dataset_name)
+        conf = self._run_conf(dataset_name, entry, parameters)
+        if dry_run:
+            rendered = _render_dry(entry, parameters) if entry is not None else ()
+            return WorkflowRunResult(
+                dataset_name=dataset_name,
+                action="run",
+                dry_run=True,
+                rendered_sql=rendered,
+                message=f"dry run: {len(rendered)} statement(s) render and parse; nothing was triggered",
+            )
+        self._check_runnable(dataset_name, dag)
+        run_id = make_run_id(dataset_name, "adhoc")
+        body = {
+            "logical_date": None,
+            "dag_run_id": run_id,
+            "conf": conf,
+            "note": note or f"triggered by {_user()} through dli",
+        }
+        response = self._api.request("POST", f"/dags/{dataset_name}/dagRuns", json=body, ok=(200, 400, 409, 422))
+        if response.status_code != 200:
+            raise ParameterError(f"Airflow refused the run of {dataset_name!r}: {detail(response)}")
+        return WorkflowRunResult(
+            dataset_name=dataset_name,
+            action="run",
+            run_id=run_id,
+            run_status=run_status(response.json()),
+            message=f"Run started: {run_id}",
+        )
+
+    def backfill(
+        self,
+        dataset_name: str,
+        start_date: date | str,
+        end_date: date | str,
+        parameters: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+        *,
+        source_type: SourceType | str | None = None,
+    ) -> WorkflowRunResult:
+        """Backfill with Airflow's backfill API: one run per scheduled time whose local date is in
+        [start, end], in order, one at a time (``max_active_runs=1``). ``dry_run`` lists the dates.
+
+        The runs carry a backfill token in ``conf``: the run of a date whose previous date (same backfill)
+        failed fails at once without running its SQL, so the backfill stops at its first failure;
+        :meth:`wait_backfill` (the CLI's ``--wait``) also cancels the remaining runs in Airflow.
+        """
+        from dli_airflow.spec import parse_date
+
+        start, end = parse_date(start_date), parse_date(end_date)
+        if end < start:
+            raise ParameterError(f"end date {end} is before start date {start}", hint="swap -s and -e")
+        entry = self._entry_for_run(dataset_name, source_type)
+        dag = self._require_dag(dataset_name)
+        if parameters and "execution_date" in parameters:
+            raise ParameterError(
+                "a backfill sets execution_date from each scheduled date; do not pass -p execution_date",
+                hint="drop -p execution_date",
+            )
+        if entry is None:
+            conf = self._conf_without_spec(dataset_name, parameters)
+        else:
+            from dli_airflow.params import conf_for_backfill
+
+            conf = conf_for_backfill(entry.spec, parameters)
+        # ties the runs together: the run of a date after a failed one stops at once (see the operator)
+        conf[BACKFILL_TOKEN_KEY] = f"{_user()}@{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+        tz = ZoneInfo(entry.spec.schedule.timezone if entry is not None and entry.spec.schedule else "UTC")
+        from_dt = datetime.combine(start, dtime.min, tzinfo=tz)
+        to_dt = datetime.combine(end, dtime.max.replace(microsecond=0), tzinfo=tz)
+        body = {
+            "dag_id": dataset_name,
+            "from_date": from_dt.isoformat(),
+            "to_date": to_dt.isoformat(),
+            "run_backwards": False,
+            "dag_run_conf": conf,
+            "reprocess_behavior": "completed",
+            "max_active_runs": 1,
+        }
+        dry = self._api.request("POST", "/backfills/dry_run", json=body, ok=(200, 409, 422), idempotent=True)
+        if dry.status_code != 200:
+            raise WorkflowExecutionError(f"Airflow refused the backfill of {dataset_name!r}: {detail(dry)}")
+        dates = tuple(
+            sorted(parse_time(item["logical_date"]) for item in dry.json().get("backfills", []) if item.get("logical_date"))
+        )
+        if not dates:
+            raise WorkflowExecutionError(
+                f"No scheduled run of {dataset_name!r} falls between {start} and {end}",
+                hint="check the dates against the cron (dli workflow get NAME)",
+            )
+        if dry_run:
+            return WorkflowRunResult(
+                dataset_name=dataset_name,
+                action="backfill",
+                dry_run=True,
+                logical_dates=dates,
+                message=f"dry run: would run {len(dates)} date(s) from {dates[0]} to {dates[-1]}",
+            )
+        self._check_runnable(dataset_name, dag)
+        # Airflow on SQLite answers 503 "Database is locked" when it could not create the backfill: nothing
+        # was created, so trying again is safe
+        response = self._api.request("POST", "/backfills", json=body, ok=(200, 409, 422), retry_statuses=(503,))
+        if response.status_code == 409:
+            raise WorkflowExecutionError(
+                f"A backfill of {dataset_name!r} is already running",
+                hint="wait for it or stop it (dli workflow stop RUN_ID -d DATASET)",
+            )
+        if response.status_code != 200:
+            raise ParameterError(f"Airflow refused the backfill of {dataset_name!r}: {detail(response)}")
+        backfill = response.json()
+        backfill_id = int(backfill["id"])
+        return WorkflowRunResult(
+            dataset_name=dataset_name,
+            action="backfill",
+            run_id=make_run_id(dataset_name, "backfill"),
+            run_status=RunStatus.PENDING,
+            logical_dates=dates,
+            backfill_id=backfill_id,
+            message=f"Backfill started: {len(dates)} date(s) from {dates[0].date()} to {dates[-1].date()}",
+        )
+
+    def backfill_runs(self, dataset_name: str, backfill_id: int) -> list[WorkflowRun]:
+        """The runs of a backfill, in logical-date order."""
+        runs = self._api.get(
+            f"/dags/{dataset_name}/dagRuns", run_type="backfill", limit=1000, order_by="logical_date"
+        )["dag_runs"]
+        backfill = self._api.get(f"/backfills/{backfill_id}")
+        created = parse_time(backfill["created_at"]) if backfill.get("created_at") else None
+        mine = [r for r in runs if created is None or parse_time(r["queued_at"] or r["run_after"]) >= created - timedelta(seconds=5)]
+        return [run_from_api(r) for r in mine]
+
+    def wait_backfill(
+        self,
+        result: WorkflowRunResult,
+        *,
+        poll: float = 2.0,
+        timeout: float | None = None,
+        on_progress: Callable[[list[WorkflowRun]], None] | None = None,
+    ) -> list[WorkflowRun]:
+        """Wait for a backfill; at the first failed date, cancel the remaining runs (Airflow would go on)."""
+        assert result.backfill_id is not None, "not a started backfill"
+        deadline = None if timeout is None else time.monotonic() + timeout
+        total = len(result.logical_dates)
+        while True:
+            runs = self.backfill_runs(result.dataset_name, result.backfill_id)
+            if on_progress is not None:
+                on_progress(runs)
+            failed = [r for r in runs if r.status in (RunStatus.FAILED, RunStatus.KILLED)]
+            if failed:
+                self._api.request("PUT", f"/backfills/{result.backfill_id}/cancel", ok=(200, 409))
+                return self.backfill_runs(result.dataset_name, result.backfill_id)
+            if len(runs) >= total and all(r.status.is_terminal for r in runs):
+                return runs
+            if deadline is not None and time.monotonic() > deadline:
+                raise WorkflowExecutionError(f"the backfill of {result.dataset_name!r} did not finish in {timeout:.0f}s")
+            time.sleep(poll)
+
+    def _find_run(self, run_id: str, dataset: str | None) -> dict[str, Any]:
+        if dataset is None:
+            dataset = dataset_of_run_id(run_id)
+        if dataset is not None:
+            response = self._api.request("GET", f"/dags/{dataset}/dagRuns/{run_id}", ok=(200, 404))
+            if response.status_code == 404:
+                raise WorkflowExecutionError(
+                    f"Run {run_id!r} of {dataset!r} is not in Airflow",
+                    hint=f"list the runs with: dli workflow history -d {dataset}",
+                )
+            return response.json()
+        runs = self._api.get("/dags/~/dagRuns", run_id_pattern=run_id, limit=100)["dag_runs"]
+        exact = [r for r in runs if r["dag_run_id"] == run_id]
+        datasets = sorted({r["dag_id"] for r in exact})
+        if not exact:
+            raise WorkflowExecutionError(
+                f"No run {run_id!r} in Airflow", hint="check the id (dli workflow history) or pass -d DATASET"
+            )
+        if len(datasets) > 1:
+            raise WorkflowExecutionError(
+                f"Run id {run_id!r} matches runs of {len(datasets)} datasets: {', '.join(datasets)}",
+                hint="pass -d/--dataset to say which",
+            )
+        return exact[0]
+
+    def get_status(self, run_id: str, *, dataset: str | None = None) -> WorkflowStatusResult:
+        """The state of one run, its task tries, and for a failed run the error from the task's log."""
+        raw = self._find_run(run_id, dataset)
+        run = run_from_api(raw)
+        tis = self._api.get(f"/dags/{raw['dag_id']}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        tasks = tuple(task_from_api(t) for t in tis)
+        error = None
+        if run.status is RunStatus.FAILED:
+            failed = next((t for t in tasks if t.state in ("failed", "upstream_failed")), None)
+            if failed is not None and failed.try_number:
+                error = self._error_from_log(raw["dag_id"], run_id, failed.task_id, failed.try_number)
+        result = None
+        if run.status is RunStatus.COMPLETED and any(t.task_id == "run" for t in tasks):
+            response = self._api.request(
+                "GET", f"/dags/{raw['dag_id']}/dagRuns/{run_id}/taskInstances/run/xcomEntries/return_value",
+                ok=(200, 404),
+            )
+            if response.status_code == 200 and isinstance(response.json().get("value"), dict):
+                result = response.json()["value"]
+        return WorkflowStatusResult(run=run, tasks=tasks, error_message=error, result=result)
+
+    def _error_from_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str | None:
+        try:
+            lines = self._log_lines(dag_id, run_id, task_id, try_number)
+        except DliError:
+            return None
+        dli = [line for line in lines if "[DLI-" in line]
+        if dli:
+            return dli[-1].strip()
+        errors = [line for line in lines if "error" in line.lower()]
+        return errors[-1].strip() if errors else None
+
+    def _log_lines(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:
+        lines: list[str] = []
+        token: str | None = None
+        for _ in range(50):
+            params = {"full_content": "true"}
+            if token:
+                params["token"] = token
+            response = self._api.request(
+                "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                params=params, ok=(200, 404),
+            )
+            if response.status_code == 404:
+                raise WorkflowExecutionError(f"No log for try {try_number} of task {task_id!r} of run {run_id!r}")
+            data = response.json()
+            for item in data.get("content") or []:
+                lines.extend(log_line_text(item).splitlines())
+            token = data.get("continuation_token")
+            if not token or not data.get("content"):
+                break
+        return lines
+
+    def logs(
+        self, run_id: str, task_id: str = "run", try_number: int | None = None, *, dataset: str | None = None
+    ) -> TaskLog:
+        """The log of a task try (default: the task ``run``, its latest try)."""
+        raw = self._find_run(run_id, dataset)
+        if try_number is None:
+            ti = self._api.request(
+                "GET", f"/dags/{raw['dag_id']}/dagRuns/{run_id}/taskInstances/{task_id}", ok=(200, 404)
+            )
+            if ti.status_code == 404:
+                raise WorkflowExecutionError(f"Run {run_id!r} has no task {task_id!r}")
+            try_number = max(1, int(ti.json().get("try_number") or 1))
+        lines = self._log_lines(raw["dag_id"], run_id, task_id, try_number)
+        return TaskLog(run_id=run_id, task_id=task_id, try_number=try_number, lines=tuple(lines))
+
+    def stop(self, run_id: str, *, dataset: str | None = None, wait: float = 0.0) -> WorkflowRunResult:
+        """Stop a run: Airflow marks it failed and terminates its task process (SIGTERM, then SIGKILL ~5 s
+        later); the run's note records that a user stopped it, so it reads ``KILLED``.
+
+        :param wait: seconds to wait until the task instances have ended (0: return at once).
+        """
+        raw = self._find_run(run_id, dataset)
+        run = run_from_api(raw)
+        if run.status.is_terminal:
+            raise WorkflowExecutionError(
+                f"Run {run_id!r} has already ended ({run.status.value}); nothing to stop"
+            )
+        dag_id = raw["dag_id"]
+        note = f"{KILLED_NOTE_PREFIX} {_user()} through dli at {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+        self._api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"note": note}, params={"update_mask": "note"})
+        self._api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"}, params={"update_mask": "state"})
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            tis = self._api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+            if all(t.get("end_date") for t in tis):
+                break
+            time.sleep(0.5)
+        return WorkflowRunResult(
+            dataset_name=dag_id, action="stop", run_id=run_id, run_status=RunStatus.KILLED, message=f"Stopped {run_id}"
+        )
+
+    def history(
+        self,
+        dataset_name: str | None = None,
+        source_type: SourceType | str | None = None,
+        run_status: RunStatus | str | None = None,
+        limit: int = 20,
+        include_dataset_info: bool = False,
+    ) -> WorkflowHistoryResult:
+        """Recent runs, newest first, across dli workflows (or one dataset)."""
+        source = SourceType(source_type) if source_type else None
+        wanted = RunStatus(run_status.upper() if isinstance(run_status, str) else run_status) if run_status else None
+        dags = self._dli_dags() if dataset_name is None or source is not None or include_dataset_info else {}
+        if dataset_name is not None:
+            dag_ids = [dataset_name]
+        else:
+            dag_ids = [d for d, dag in dags.items() if source is None or source_of(dag) is source]
+        if source is not None:
+            dag_ids = [d for d in dag_ids if d in dags and source_of(dags[d]) is source]
+        states = {
+            RunStatus.PENDING: ["queued"],
+            RunStatus.RUNNING: ["running"],
+            RunStatus.COMPLETED: ["success"],
+            RunStatus.FAILED: ["failed"],
+            RunStatus.KILLED: ["failed"],
+        }.get(wanted) if wanted else None
+        runs: list[WorkflowRun] = []
+        offset = 0
+        while len(runs) < limit and dag_ids:
+            page_size = min(max(limit * 2, 50), 1000)
+            body = {"dag_ids": dag_ids, "states": states, "order_by": "-run_after", "page_limit": page_size,
+                    "page_offset": offset}
+            page = self._api.request("POST", "/dags/~/dagRuns/list", json=body, idempotent=True).json()
+            batch = page["dag_runs"]
+            for raw in batch:
+                run = run_from_api(raw, dags.get(raw["dag_id"]))
+                if wanted is None or run.status is wanted:
+                    runs.append(run)
+            offset += len(batch)
+            if len(batch) < page_size or offset >= (page.get("total_entries") or 0):
+                break
+        runs = runs[:limit]
+        info: dict[str, WorkflowInfo] = {}
+        if include_dataset_info:
+            by_name = {i.dataset_name: i for i in self._infos() if i.status is not DatasetStatus.OVERRIDDEN}
+            info = {r.dataset_name: by_name[r.dataset_name] for r in runs if r.dataset_name in by_name}
+        return WorkflowHistoryResult(runs=tuple(runs), total_count=len(runs), dataset_info=info)
+
+    def watch(self, run_id: str, *, dataset: str | None = None, poll: float = 1.0,
+              timeout: float | None = None) -> Iterator[WorkflowStatusResult]:
+        """Yield the run's status every ``poll`` seconds until it ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.get_status(run_id, dataset=dataset)
+            yield status
+            if status.is_terminal:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise WorkflowExecutionError(f"run {run_id!r} did not finish in {timeout:.0f}s")
+            time.sleep(poll)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user database in some containers
+        return "unknown"
+
+
+def _render_dry(entry: SpecEntry, parameters: Mapping[str, Any] | None) -> tuple[str, ...]:
+    from dli_airflow.params import today_in
+    from dli_airflow.render import parse_sql, render_entry
+
+    execution_date = today_in(entry.spec) if entry.spec.parameter("execution_date") is not None else None
+    rendered = render_entry(entry, parameters, execution_date=execution_date)
+    for statement in rendered.statements:
+        parse_sql(statement, rendered.dialect, entry.sql_path or entry.path)
+    return rendered.statements
+
+
+__all__ = ["RunMethods"]

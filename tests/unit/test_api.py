@@ -1,0 +1,183 @@
+"""The REST API transport (``dli_airflow._api``) against ``httpx.MockTransport``: the JWT is fetched once and
+refreshed once on expiry, idempotent requests are retried with bounded backoff, every failure maps to one
+DLI error that keeps its cause, and no credential reaches a message."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from dli_airflow import _api
+from dli_airflow._api import ApiTransport
+from dli_airflow.errors import ServerAuthError, ServerExecutionError, ServerUnreachableError, WorkflowExecutionError
+
+URL = "http://airflow.test"
+PASSWORD = "pw-very-secret"
+
+
+class Server:
+    """A scripted API server: answers from a queue per path and records every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.tokens = 0
+        self.answers: dict[str, list[httpx.Response]] = {}
+        self.valid_tokens: set[str] = set()
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/auth/token":
+            body = json.loads(request.content)
+            if body["password"] != PASSWORD:
+                return httpx.Response(401, json={"detail": "Invalid credentials"})
+            self.tokens += 1
+            token = f"jwt-{self.tokens}"
+            self.valid_tokens.add(token)
+            return httpx.Response(201, json={"access_token": token})
+        queue = self.answers.get(request.url.path)
+        if queue:
+            answer = queue.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        auth = request.headers.get("Authorization", "")
+        if auth.removeprefix("Bearer ") not in self.valid_tokens:
+            return httpx.Response(403, json={"detail": "Invalid JWT token"})
+        return httpx.Response(200, json={"ok": True, "auth": auth})
+
+    def transport(self, **kwargs) -> ApiTransport:  # noqa: ANN003
+        kwargs.setdefault("username", "ana")
+        kwargs.setdefault("password", PASSWORD)
+        return ApiTransport(URL, transport=httpx.MockTransport(self.handler), **kwargs)
+
+
+@pytest.fixture
+def server(monkeypatch) -> Server:
+    monkeypatch.setattr(_api.time, "sleep", lambda seconds: None)
+    return Server()
+
+
+def test_the_token_is_fetched_once_and_sent_on_every_request(server):
+    api = server.transport()
+    assert api.get("/dags")["auth"] == "Bearer jwt-1"
+    assert api.get("/dags")["auth"] == "Bearer jwt-1"
+    assert server.tokens == 1 and api.requests_made == 3
+
+
+def test_an_expired_token_is_fetched_again_once(server):
+    api = server.transport()
+    api.get("/dags")
+    server.valid_tokens.clear()  # Airflow answers 403 "Invalid JWT token" to an expired token
+    assert api.get("/dags")["auth"] == "Bearer jwt-2"
+    assert server.tokens == 2
+
+
+def test_a_token_refused_after_a_fresh_login_is_an_auth_error_not_a_loop(server):
+    api = server.transport()
+    server.answers["/api/v2/dags"] = [httpx.Response(401, json={"detail": "nope"})] * 2
+    with pytest.raises(ServerAuthError, match="refused the credentials"):
+        api.get("/dags")
+    assert server.tokens == 2  # the first login and one refresh, no more
+
+
+def test_a_static_token_is_never_refreshed(server):
+    api = server.transport(token="static", username=None, password=None)
+    with pytest.raises(ServerAuthError, match="refused the credentials") as caught:
+        api.get("/dags")
+    assert server.tokens == 0 and "DLI_AIRFLOW_TOKEN" in (caught.value.hint or "")
+
+
+def test_a_wrong_password_names_the_user_never_the_password(server):
+    api = server.transport(password="wrong-" + PASSWORD)
+    with pytest.raises(ServerAuthError) as caught:
+        api.get("/dags")
+    assert "'ana'" in caught.value.message and PASSWORD not in caught.value.render()
+
+
+def test_without_credentials_only_unauthenticated_requests_go_out(server):
+    api = ApiTransport(URL, transport=httpx.MockTransport(server.handler))
+    server.answers["/api/v2/monitor/health"] = [httpx.Response(200, json={"metadatabase": {}})]
+    assert api.request("GET", "/monitor/health", authenticated=False).status_code == 200
+    with pytest.raises(ServerAuthError, match="DLI_AIRFLOW_USERNAME"):
+        api.get("/dags")
+    with pytest.raises(ServerAuthError, match="DLI_AIRFLOW_TOKEN"):
+        api.token()
+    assert [r.url.path for r in server.requests] == ["/api/v2/monitor/health"]
+
+
+def test_an_idempotent_request_is_retried_on_5xx_with_backoff(server, monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(_api.time, "sleep", slept.append)
+    api = server.transport(retries=3)
+    server.answers["/api/v2/dags"] = [httpx.Response(503), httpx.Response(502)]
+    assert api.get("/dags")["ok"] is True
+    assert slept == [0.25, 0.5]
+
+
+def test_retries_are_bounded(server):
+    api = server.transport(retries=3)
+    server.answers["/api/v2/dags"] = [httpx.Response(500, json={"detail": "db down"})] * 5
+    with pytest.raises(ServerExecutionError, match="failed \\(500\\) on /dags: db down"):
+        api.get("/dags")
+    assert len([r for r in server.requests if r.url.path == "/api/v2/dags"]) == 3
+
+
+def test_a_write_is_not_retried_unless_the_server_says_it_did_nothing(server):
+    api = server.transport(retries=3)
+    server.answers["/api/v2/dags/x/dagRuns"] = [httpx.Response(500)]
+    with pytest.raises(ServerExecutionError):
+        api.request("POST", "/dags/x/dagRuns", json={})
+    assert len([r for r in server.requests if r.method == "POST" and "dagRuns" in r.url.path]) == 1
+    server.answers["/api/v2/backfills"] = [httpx.Response(503), httpx.Response(200, json={"id": 1})]
+    assert api.request("POST", "/backfills", json={}, retry_statuses=(503,)).json() == {"id": 1}
+
+
+def test_a_connection_failure_is_unreachable_and_keeps_its_cause(server):
+    api = server.transport(retries=2)
+    server.answers["/api/v2/dags"] = [httpx.ConnectError("refused")] * 2
+    with pytest.raises(ServerUnreachableError, match="Cannot connect to Airflow at http://airflow.test") as caught:
+        api.get("/dags")
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "text"),
+    [
+        (403, ServerAuthError, "does not allow this"),
+        (404, WorkflowExecutionError, "refused /dags (404): DAG not found"),
+        (409, WorkflowExecutionError, "(409)"),
+        (500, ServerExecutionError, "failed (500)"),
+    ],
+)
+def test_http_errors_map_to_one_dli_error_each(server, status, error, text):
+    api = server.transport(retries=1)
+    server.answers["/api/v2/dags"] = [httpx.Response(status, json={"detail": "DAG not found"})]
+    with pytest.raises(error) as caught:
+        api.get("/dags")
+    assert text in caught.value.message
+
+
+def test_ok_statuses_are_handed_back(server):
+    api = server.transport()
+    server.answers["/api/v2/dags/x"] = [httpx.Response(404, json={"detail": "no"})]
+    assert api.request("GET", "/dags/x", ok=(200, 404)).status_code == 404
+
+
+def test_an_unauthenticated_request_sends_no_token(server):
+    api = server.transport()
+    server.answers["/api/v2/monitor/health"] = [httpx.Response(200, json={})]
+    api.request("GET", "/monitor/health", authenticated=False)
+    assert server.tokens == 0 and "Authorization" not in server.requests[-1].headers
+
+
+def test_paginate_reads_every_page(server):
+    api = server.transport()
+    pages = [{"dags": [{"dag_id": f"d{i}"} for i in range(start, min(start + 100, 250))], "total_entries": 250}
+             for start in (0, 100, 200)]
+    server.answers["/api/v2/dags"] = [httpx.Response(200, json=p) for p in pages]
+    dags = api.paginate("/dags", "dags", tags="dli")
+    assert [d["dag_id"] for d in dags] == [f"d{i}" for i in range(250)]
+    offsets = [r.url.params["offset"] for r in server.requests if r.url.path == "/api/v2/dags"]
+    assert offsets == ["0", "100", "200"]

@@ -1,0 +1,100 @@
+"""The protocol client and operator share (``dli_airflow.workflow``): run ids, run states, the backfill-stop
+rule, and the converters from REST API v2 objects."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from dli_airflow.errors import WorkflowExecutionError
+from dli_airflow.workflow import (
+    BACKFILL_TOKEN_KEY,
+    KILLED_NOTE_PREFIX,
+    RESERVED_CONF_PREFIX,
+    RUN_ID_PATTERN,
+    RunStatus,
+    SourceType,
+    check_backfill,
+    dataset_of_run_id,
+    log_line_text,
+    make_run_id,
+    run_from_api,
+    run_status,
+)
+
+
+def test_run_ids_name_their_dataset():
+    run_id = make_run_id("iceberg.analytics.daily_clicks", "adhoc")
+    match = RUN_ID_PATTERN.match(run_id)
+    assert match and match.group("dataset") == "iceberg.analytics.daily_clicks" and match.group("kind") == "adhoc"
+    assert dataset_of_run_id(make_run_id("a__b", "backfill")) == "a__b"
+    assert dataset_of_run_id("scheduled__2024-01-01T00:00:00+00:00") is None
+
+
+def test_run_ids_of_one_dataset_differ_by_their_millisecond_stamp(monkeypatch):
+    stamps = iter(["20240101T000000001000", "20240101T000000002000"])
+
+    class _Now:
+        @staticmethod
+        def now(tz):  # noqa: ANN001, ANN205
+            return SimpleNamespace(strftime=lambda fmt: next(stamps))
+
+    monkeypatch.setattr("dli_airflow.workflow.datetime", _Now)
+    first, second = make_run_id("a", "adhoc"), make_run_id("a", "adhoc")
+    assert first == "a__adhoc__20240101T000000001Z" and second == "a__adhoc__20240101T000000002Z"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"state": "queued"}, RunStatus.PENDING),
+        ({"state": "running"}, RunStatus.RUNNING),
+        ({"state": "success"}, RunStatus.COMPLETED),
+        ({"state": "failed", "note": None}, RunStatus.FAILED),
+        ({"state": "failed", "note": f"{KILLED_NOTE_PREFIX} ana through dli"}, RunStatus.KILLED),
+    ],
+)
+def test_airflow_states_map_to_run_states(raw, expected):
+    assert run_status(raw) is expected
+
+
+def test_the_backfill_token_is_a_reserved_conf_key():
+    assert BACKFILL_TOKEN_KEY.startswith(RESERVED_CONF_PREFIX)
+
+
+def test_a_run_hides_dli_conf_keys_from_its_parameters():
+    raw = {"dag_run_id": "r", "dag_id": "d", "state": "success", "run_type": "backfill",
+           "conf": {"limit": 3, BACKFILL_TOKEN_KEY: "t"}, "start_date": "2024-01-01T00:00:00Z"}
+    run = run_from_api(raw, {"tags": [{"name": "source:manual"}]})
+    assert run.parameters == {"limit": 3} and run.run_type == "backfill" and run.source_type is SourceType.MANUAL
+    assert run.started_at is not None and run.started_at.utcoffset() is not None
+
+
+def _run(token: str | None, state: str) -> SimpleNamespace:
+    return SimpleNamespace(conf={BACKFILL_TOKEN_KEY: token} if token else {}, state=state, run_id="prev")
+
+
+@pytest.mark.parametrize(
+    ("conf", "previous", "stops"),
+    [
+        ({BACKFILL_TOKEN_KEY: "t1"}, _run("t1", "failed"), True),
+        ({BACKFILL_TOKEN_KEY: "t1"}, _run("t1", "DagRunState.FAILED"), True),
+        ({BACKFILL_TOKEN_KEY: "t1"}, _run("t1", "success"), False),
+        ({BACKFILL_TOKEN_KEY: "t1"}, _run("t0", "failed"), False),  # another backfill's failure
+        ({BACKFILL_TOKEN_KEY: "t1"}, None, False),  # the first date
+        ({}, _run("t1", "failed"), False),  # not a dli backfill
+    ],
+)
+def test_a_backfill_stops_after_its_own_failed_date(conf, previous, stops):
+    if stops:
+        with pytest.raises(WorkflowExecutionError, match="earlier date of this backfill failed"):
+            check_backfill(conf, previous)
+    else:
+        check_backfill(conf, previous)
+
+
+def test_structured_log_lines_keep_level_and_error():
+    item = {"event": "Task failed", "level": "error", "error_detail": [{"exc_type": "X", "exc_value": "boom"}]}
+    assert log_line_text(item) == "[error] Task failed | X: boom"
+    assert log_line_text("plain") == "plain"
