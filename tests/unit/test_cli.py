@@ -377,3 +377,26 @@ def test_subprocess_schema(dli_command: list[str]) -> None:
     result = _dli(dli_command, "spec", "schema")
     assert result.returncode == 0
     jsonschema.Draft202012Validator.check_schema(json.loads(result.stdout))
+
+
+def test_every_noun_is_a_sub_command(runner: CliRunner) -> None:
+    """Composed statically: a sub-command that fails to import fails `import dli_airflow.cli`, never vanishes."""
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for noun in ("spec", "dataset", "workflow", "dev"):
+        assert noun in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["workflow", "list", "--help"], "[dli] spec_store"),
+        (["spec", "list", "--help"], "[dli] spec_store"),
+        (["dataset", "run", "--help"], "[dli] duckdb_path"),
+    ],
+)
+def test_help_shows_config_keys_as_written(runner: CliRunner, args: list[str], text: str) -> None:
+    """`[dli]` in a help text is not taken for rich markup (and dropped)."""
+    result = runner.invoke(app, args, terminal_width=200, env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert text in " ".join(result.output.split()), result.output

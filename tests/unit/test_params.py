@@ -6,32 +6,13 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
+from spec_support import spec_with
 
 from dli_airflow.errors import ParameterError
 from dli_airflow.params import describe_parameters, resolve_parameters
 from dli_airflow.spec import DatasetSpec, coerce_value, load_spec
 
 DIALECTS = ["duckdb", "trino", "bigquery"]
-
-
-def _spec(parameters: str, schedule: str = "") -> DatasetSpec:
-    return load_spec(
-        f"name: sales.daily\nowner: me@example.com\nquery: SELECT 1\nparameters:\n{parameters}{schedule}", "s.yaml"
-    )
-
-
-@pytest.fixture
-def spec() -> DatasetSpec:
-    return _spec(
-        "  - {name: execution_date, type: date, required: true}\n"
-        "  - {name: limit, type: integer, default: 100}\n"
-        "  - {name: customer, type: string}\n"
-        "  - {name: ratio, type: number}\n"
-        "  - {name: flag, type: boolean}\n"
-    )
-
-
-
 
 
 GOOD_VALUES = [
@@ -136,7 +117,7 @@ def test_resolve_coerces_and_fills_defaults(spec: DatasetSpec) -> None:
 
 
 def test_unknown_parameter_lists_the_allowed_ones() -> None:
-    spec = _spec("  - {name: execution_date, type: date, required: true}\n  - {name: limit, type: integer}\n")
+    spec = spec_with("  - {name: execution_date, type: date, required: true}\n  - {name: limit, type: integer}\n")
     with pytest.raises(ParameterError) as info:
         resolve_parameters(spec, {"execution_date": "2024-01-15", "limt": "5"})
     error = info.value
@@ -160,7 +141,7 @@ def test_unknown_parameter_on_a_dataset_without_parameters() -> None:
 
 
 def test_missing_required_parameters_are_listed() -> None:
-    spec = _spec(
+    spec = spec_with(
         "  - {name: execution_date, type: date, required: true}\n"
         "  - {name: customer, required: true}\n"
         "  - {name: limit, type: integer}\n"

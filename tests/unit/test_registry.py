@@ -1,4 +1,4 @@
-"""Registering manual specs: the one write guard, atomic local writes, overrides."""
+"""Registering manual specs (`dli_airflow.registry`): overrides, SQL beside the spec, the code/manual checks."""
 
 from __future__ import annotations
 
@@ -6,38 +6,21 @@ import pytest
 import yaml
 
 from dli_airflow.catalog import scan
-from dli_airflow.errors import SpecValidationError, WorkflowPermissionError, WorkflowRegistrationError
-from dli_airflow.registry import delete_manual, prepare_registration, write_manual
-from dli_airflow.spec import DatasetStatus, SourceType
-from dli_airflow.store import LocalStore, manual_path
-
-
-@pytest.mark.parametrize(
-    "path",
-    ["code/x.yaml", "manual/../code/x.yaml", "/manual/x.yaml", "manual", "manual/./x.yaml", "manual//x.yaml",
-     "x.yaml", "../manual/x.yaml", "manual/a/../../code/x.yaml"],
+from dli_airflow.errors import (
+    SpecValidationError,
+    WorkflowNotFoundError,
+    WorkflowPermissionError,
+    WorkflowRegistrationError,
 )
-def test_every_write_outside_manual_is_refused(path):
-    with pytest.raises(WorkflowPermissionError, match="only plain files under manual/"):
-        manual_path(path)
-
-
-def test_store_writes_never_touch_code(tmp_path):
-    (tmp_path / "code").mkdir()
-    (tmp_path / "code" / "a.yaml").write_text("name: a\nowner: o\nquery: SELECT 1\n")
-    store = LocalStore(tmp_path)
-    for call in (lambda: store.put_manual("code/a.yaml", b"x"), lambda: store.delete_manual("code/a.yaml")):
-        with pytest.raises(WorkflowPermissionError):
-            call()
-    assert (tmp_path / "code" / "a.yaml").read_text().startswith("name: a")
-
-
-def test_symlinked_manual_folder_pointing_into_code_is_refused(tmp_path):
-    (tmp_path / "code").mkdir()
-    (tmp_path / "manual").symlink_to(tmp_path / "code")
-    with pytest.raises(WorkflowPermissionError, match="outside manual/"):
-        LocalStore(tmp_path).put_manual("manual/x.yaml", b"name: x\n")
-    assert not (tmp_path / "code" / "x.yaml").exists()
+from dli_airflow.registry import (
+    delete_manual,
+    manual_entry,
+    prepare_registration,
+    registration_warning,
+    write_manual,
+)
+from dli_airflow.spec import DatasetStatus, SourceType
+from dli_airflow.store import LocalStore
 
 
 def test_register_writes_spec_and_sql_and_applies_overrides(tmp_path):
@@ -78,3 +61,40 @@ def test_register_refuses_an_invalid_override(tmp_path):
 def test_register_needs_one_source():
     with pytest.raises(WorkflowRegistrationError):
         prepare_registration()
+
+
+def _two_sources(make_store):
+    return scan(LocalStore(make_store({
+        "code/a.yaml": "name: both\nowner: o\nquery: SELECT 1\n",
+        "manual/a.yaml": "name: both\nowner: o\nquery: SELECT 2\n",
+        "code/b.yaml": "name: code_only\nowner: o\nquery: SELECT 1\n",
+        "manual/c.yaml": "name: manual_only\nowner: o\nquery: SELECT 1\n",
+    })))
+
+
+def test_registering_over_code_or_an_existing_manual_spec_needs_force(make_store):
+    snapshot = _two_sources(make_store)
+    with pytest.raises(WorkflowRegistrationError, match="already exists in code/"):
+        registration_warning(snapshot, "code_only", force=False)
+    assert "overridden by code" in (registration_warning(snapshot, "code_only", force=True) or "")
+    with pytest.raises(WorkflowRegistrationError, match="already registered"):
+        registration_warning(snapshot, "manual_only", force=False)
+    assert registration_warning(snapshot, "manual_only", force=True) is None
+    assert registration_warning(snapshot, "new", force=False) is None
+    assert registration_warning(None, "code_only", force=False) is None  # nothing to check against
+
+
+def test_unregistering_takes_the_manual_copy_only(make_store):
+    snapshot = _two_sources(make_store)
+    entry, code_stays = manual_entry(snapshot, "both")
+    assert entry.source is SourceType.MANUAL and code_stays
+    assert manual_entry(snapshot, "manual_only")[1] is False
+    with pytest.raises(WorkflowPermissionError, match="managed by code"):
+        manual_entry(snapshot, "code_only")
+    with pytest.raises(WorkflowNotFoundError):
+        manual_entry(snapshot, "nope")
+
+
+def test_an_unknown_override_keyword_is_refused(tmp_path):
+    with pytest.raises(TypeError, match="allowed: cron, timezone, enabled, retry_max_attempts, retry_delay_seconds"):
+        prepare_registration(spec={"name": "a", "owner": "o", "query": "SELECT 1"}, crn="0 9 * * *")

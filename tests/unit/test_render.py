@@ -8,34 +8,16 @@ from datetime import date
 import duckdb
 import pytest
 import sqlglot
+from spec_support import spec_with
 from sqlglot import exp
 
 from dli_airflow.errors import TemplateError
 from dli_airflow.params import resolve_parameters
 from dli_airflow.render import check_template, render_sql, split_statements, sql_identifier, sql_literal
-from dli_airflow.spec import DatasetSpec, load_spec
+from dli_airflow.spec import DatasetSpec
 from dli_airflow.transpile import transpile
 
 DIALECTS = ["duckdb", "trino", "bigquery"]
-
-
-def _spec(parameters: str, schedule: str = "") -> DatasetSpec:
-    return load_spec(
-        f"name: sales.daily\nowner: me@example.com\nquery: SELECT 1\nparameters:\n{parameters}{schedule}", "s.yaml"
-    )
-
-
-@pytest.fixture
-def spec() -> DatasetSpec:
-    return _spec(
-        "  - {name: execution_date, type: date, required: true}\n"
-        "  - {name: limit, type: integer, default: 100}\n"
-        "  - {name: customer, type: string}\n"
-        "  - {name: ratio, type: number}\n"
-        "  - {name: flag, type: boolean}\n"
-    )
-
-
 
 
 # -- injection safety ---------------------------------------------------------------------------------------
@@ -100,7 +82,7 @@ def test_rendered_value_is_not_rendered_again() -> None:
 
 
 def _template_spec() -> DatasetSpec:
-    return _spec("  - {name: execution_date, type: date, required: true}\n  - {name: customer}\n  - {name: suffix}\n")
+    return spec_with("  - {name: execution_date, type: date, required: true}\n  - {name: customer}\n  - {name: suffix}\n")
 
 
 @pytest.mark.parametrize(
