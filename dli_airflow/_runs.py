@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from dli_airflow._api import detail
-from dli_airflow.errors import DliError, ParameterError, WorkflowExecutionError
+from dli_airflow.errors import DliError, ParameterError, WorkflowExecutionError, parse_choice
 from dli_airflow.spec import DatasetStatus, SourceType
 from dli_airflow.workflow import (
     BACKFILL_TOKEN_KEY,
@@ -113,9 +113,9 @@ class RunMethods:
         failed fails at once without running its SQL, so the backfill stops at its first failure;
         :meth:`wait_backfill` (the CLI's ``--wait``) also cancels the remaining runs in Airflow.
         """
-        from dli_airflow.spec import parse_date
+        from dli_airflow.params import parse_day
 
-        start, end = parse_date(start_date), parse_date(end_date)
+        start, end = parse_day(start_date, "--start"), parse_day(end_date, "--end")
         if end < start:
             raise ParameterError(f"end date {end} is before start date {start}", hint="swap -s and -e")
         entry = self._entry_for_run(dataset_name, source_type)
@@ -351,8 +351,8 @@ class RunMethods:
         include_dataset_info: bool = False,
     ) -> WorkflowHistoryResult:
         """Recent runs, newest first, across dli workflows (or one dataset)."""
-        source = SourceType(source_type) if source_type else None
-        wanted = RunStatus(run_status.upper() if isinstance(run_status, str) else run_status) if run_status else None
+        source = parse_choice(SourceType, source_type, "--source")
+        wanted = parse_choice(RunStatus, run_status, "--status")
         dags = self._dli_dags() if dataset_name is None or source is not None or include_dataset_info else {}
         if dataset_name is not None:
             dag_ids = [dataset_name]

@@ -31,6 +31,7 @@ from dli_airflow.errors import (
     WorkflowNotFoundError,
     WorkflowPermissionError,
     WorkflowRegistrationError,
+    parse_choice,
 )
 from dli_airflow.spec import DatasetStatus, SourceType
 from dli_airflow.workflow import (
@@ -195,8 +196,8 @@ class WorkflowClient(RunMethods):
     ) -> WorkflowListResult:
         """Every dli workflow: Airflow's DAGs (tag ``dli``) merged with the store, so overridden manual specs
         show too (``overridden_by = code``, no next run)."""
-        source = SourceType(source_type) if source_type else None
-        wanted = DatasetStatus(status) if status else None
+        source = parse_choice(SourceType, source_type, "--source")
+        wanted = parse_choice(DatasetStatus, status, "--status")
         infos = self._infos(running_only=running_only)
         selected = [
             i
@@ -244,7 +245,7 @@ class WorkflowClient(RunMethods):
         snapshot = self._snapshot()
         if snapshot is None:
             return None
-        source = SourceType(source_type) if source_type else None
+        source = parse_choice(SourceType, source_type, "--source")
         try:
             entry = snapshot.get(name, source)
         except DatasetNotFoundError:
@@ -286,7 +287,7 @@ class WorkflowClient(RunMethods):
 
     # -- pause --------------------------------------------------------------------------------------------
     def _set_paused(self, name: str, paused: bool, source_type: SourceType | str | None) -> WorkflowRunResult:
-        source = SourceType(source_type) if source_type else None
+        source = parse_choice(SourceType, source_type, "--source")
         snapshot = self._snapshot()
         if snapshot is not None and source is not None:
             try:

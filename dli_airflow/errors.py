@@ -9,7 +9,28 @@ Ranges: 0xx config, 1xx not found, 2xx validation, 3xx transpile, 4xx execution,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=Enum)
+
+#: Credentials as they appear in text: user info in URLs, ``password=...``-style pairs, bearer tokens.
+_SECRETS = (
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]+@"), r"\1***@"),
+    (re.compile(r"(?i)\b(password|passwd|pwd|token|access_token|secret|secret_key|aws_secret_access_key|"
+                r"api_key|apikey|x-amz-security-token|session_token)(['\"]?\s*[=:]\s*['\"]?)[^\s'\",;&)]+"),
+     r"\1\2***"),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
+)
+
+
+def scrub(text: str) -> str:
+    """``text`` with credentials replaced by ``***``: what every output and log line goes through."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -228,6 +249,24 @@ class WorkflowPermissionError(DliError):
     """Not allowed: a code-managed workflow, or an overridden one."""
 
     code = "DLI-803"
+
+
+def parse_choice(enum: type[_E], value: object, option: str) -> _E | None:
+    """``value`` as a member of ``enum`` (by value, case-insensitively), ``None`` for no value.
+
+    :param option: how the caller names the value (``--source``), for the message
+    :raises ParameterError: naming the allowed values
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, enum):
+        return value
+    wanted = str(value).strip().lower()
+    for member in enum:
+        if str(member.value).lower() == wanted:
+            return member
+    allowed = ", ".join(str(m.value) for m in enum)
+    raise ParameterError(f"{option} {value!r} is not one of {allowed}", hint=f"pass {option} with one of: {allowed}")
 
 
 def all_error_classes() -> list[type[DliError]]:

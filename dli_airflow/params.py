@@ -83,20 +83,50 @@ def resolve_parameters(
     return values
 
 
+def parse_day(value: str | date, option: str = "the date") -> date:
+    """A date given as ``YYYY-MM-DD`` (a ``date`` passes as it is).
+
+    :param option: how the caller names it (``--start``), for the message
+    :raises ParameterError: the text is not a date
+    """
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ParameterError(f"{option} {value!r} is not a date", hint=f"write {option} as YYYY-MM-DD, e.g. 2024-01-15") from None
+
+
 def today_in(spec: DatasetSpec) -> date:
     """Today's date in the spec's schedule time zone (UTC when it has no schedule)."""
     tz = ZoneInfo(spec.schedule.timezone if spec.schedule else "UTC")
     return datetime.now(tz).date()
 
 
-def scheduled_date(spec: DatasetSpec, run_type: str, moment: datetime | None) -> date | None:
-    """The ``execution_date`` a run gets when none is given: the local date (in ``schedule.timezone``) of
-    its scheduled time for scheduled, backfill and asset-triggered runs; ``None`` for a manual run.
+#: Run types whose runs the scheduler creates for a scheduled time: they get ``execution_date`` filled in.
+#: Every other run (manual, operator-triggered, an unknown kind) must give a required parameter itself.
+SCHEDULED_RUN_TYPES = frozenset({"scheduled", "backfill", "backfill_job", "asset_triggered"})
 
-    :param run_type: Airflow's run type (``manual``, ``scheduled``, ``backfill``, ``asset_triggered``)
+
+def run_type_name(run_type: object) -> str:
+    """Airflow's run type as its plain value, however it arrives: the Task SDK's ``DagRunType`` enum
+    (whose ``str()`` is ``DagRunType.MANUAL``), core's (whose ``str()`` is ``manual``), or text."""
+    value = getattr(run_type, "value", run_type)
+    return str(value or "").rsplit(".", 1)[-1].strip().lower()
+
+
+def scheduled_date(spec: DatasetSpec, run_type: object, moment: datetime | None) -> date | None:
+    """The ``execution_date`` a run gets when none is given: the local date (in ``schedule.timezone``) of
+    its scheduled time for scheduled, backfill and asset-triggered runs; ``None`` for any other run, which
+    must then give it (a required parameter is required on every path).
+
+    :param run_type: Airflow's run type (``manual``, ``scheduled``, ``backfill``, ``asset_triggered``), as
+        text or as either of Airflow's ``DagRunType`` enums
     :param moment: the run's logical date, else its ``run_after``
     """
-    if run_type.endswith("manual") or run_type == "" or moment is None:
+    if run_type_name(run_type) not in SCHEDULED_RUN_TYPES or moment is None:
         return None
     tz = ZoneInfo(spec.schedule.timezone if spec.schedule else "UTC")
     return moment.astimezone(tz).date()
@@ -107,7 +137,7 @@ def run_parameters(
     *,
     params: Mapping[str, Any],
     conf: Mapping[str, Any],
-    run_type: str,
+    run_type: object,
     logical_date: datetime | None,
 ) -> dict[str, Any]:
     """The validated parameters of one Airflow run of a dataset.
@@ -171,7 +201,10 @@ __all__ = [
     "describe_parameters",
     "parameter_json_schema",
     "resolve_parameters",
+    "parse_day",
     "run_parameters",
+    "SCHEDULED_RUN_TYPES",
+    "run_type_name",
     "scheduled_date",
     "today_in",
 ]

@@ -17,30 +17,68 @@ import typer
 from typer.core import TyperGroup
 
 from dli_airflow.cli import dataset, dev, spec, workflow
-from dli_airflow.errors import DliError
+from dli_airflow.errors import DliError, scrub
 
 _state: dict[str, bool] = {"verbose": False}
 
 
-def print_error(exc: DliError) -> None:
-    """Print one DLI error as ``Error [DLI-xyz]: message`` with its fix (and the traceback with ``-v``)."""
+#: Exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def _console() -> Any:
     from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _traceback(exc: BaseException) -> None:
+    """The traceback of ``exc`` with ``-v``, scrubbed of credentials like every other output."""
     from rich.markup import escape
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
     if _state["verbose"]:
-        console.print(escape("".join(traceback.format_exception(exc))), style="dim")
-    console.print(f"[bold red]Error [{exc.code}]:[/] {escape(exc.render())}")
+        _console().print(escape(scrub("".join(traceback.format_exception(exc)))), style="dim")
+
+
+def print_error(exc: DliError) -> None:
+    """Print one DLI error as ``Error [DLI-xyz]: message`` with its fix (and the traceback with ``-v``)."""
+    from rich.markup import escape
+
+    _traceback(exc)
+    _console().print(f"[bold red]Error [{exc.code}]:[/] {escape(scrub(exc.render()))}")
+
+
+def print_unexpected(exc: BaseException) -> None:
+    """A failure that is not a DLI error: one line saying what broke and how to see more, never a traceback
+    (unless ``-v``)."""
+    from rich.markup import escape
+
+    _traceback(exc)
+    detail = scrub(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else ""
+    more = "" if _state["verbose"] else " (run again with -v for the traceback)"
+    _console().print(
+        f"[bold red]Error:[/] unexpected {escape(type(exc).__name__)}{': ' + escape(detail) if detail else ''}"
+        f"{more}; if the input looks right, please report it as a dli-airflow bug"
+    )
 
 
 class _BoundaryGroup(TyperGroup):
-    """The root group: turns a DliError anywhere below it into one line on stderr and exit code 1."""
+    """The root group, the CLI's one error boundary: a DliError anywhere below it becomes one line on stderr
+    and exit code 1; Ctrl-C becomes "cancelled" and exit code 130; anything else one line and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DliError as exc:
             print_error(exc)
+            raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            _console().print("cancelled")
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise  # the normal ends of a command, and click's own usage errors
+        except Exception as exc:  # the boundary: no input may end in a traceback
+            print_unexpected(exc)
             raise typer.Exit(code=1) from None
 
 
@@ -76,3 +114,6 @@ def main() -> None:
     except DliError as exc:  # raised outside a command (e.g. while parsing options)
         print_error(exc)
         sys.exit(1)
+    except KeyboardInterrupt:
+        _console().print("cancelled")
+        sys.exit(EXIT_INTERRUPTED)

@@ -30,17 +30,6 @@ zone. --start/--end run every scheduled date of the range in order and stop at t
 """
 
 
-def _parse_day(value: Optional[str], option: str) -> Optional[date]:
-    from dli_airflow.errors import ParameterError
-
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ParameterError(f"{option} {value!r} is not a date", hint=f"write {option} 2024-01-15") from None
-
-
 @app.command("run", help=RUN_HELP)
 def run(
     name: Annotated[str, typer.Argument(help="Dataset name (as in the spec's name:).")],
@@ -58,7 +47,10 @@ def run(
     from dli_airflow.local import run_entry
 
     given = parse_params(param)
-    first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
+    from dli_airflow.params import parse_day
+
+    first = parse_day(start, "--start") if start is not None else None
+    last = parse_day(end, "--end") if end is not None else None
     if (first is None) != (last is None):
         raise ParameterError("give both --start and --end", hint="e.g. --start 2024-01-01 --end 2024-01-07")
     snapshot = scan(store)

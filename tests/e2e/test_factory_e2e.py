@@ -126,3 +126,27 @@ def test_broken_spec_is_shown_and_hides_nothing(airflow, e2e_store):
         assert "analytics.zz_broken" not in dags
     finally:
         broken.unlink()
+
+
+def test_a_run_triggered_like_the_form_with_a_required_field_empty_fails_with_dli_203(airflow):
+    """The UI form sends the logical date (now) and the empty field as null: the run must not fill
+    execution_date from the logical date; it fails before any SQL runs, without retrying."""
+    run_id = f"e2e_required_empty_{int(time.time())}"
+    now = datetime.now().astimezone().isoformat()
+    with airflow.api() as api:
+        response = api.post(
+            "/dags/analytics.daily_clicks/dagRuns",
+            json={"logical_date": now, "dag_run_id": run_id, "conf": {"execution_date": None, "min_clicks": 1}},
+        )
+        assert response.status_code == 200, response.text
+        run = _wait_run(api, "analytics.daily_clicks", run_id)
+        task = api.get(f"/dags/analytics.daily_clicks/dagRuns/{run_id}/taskInstances/run").json()
+        log = api.get(
+            f"/dags/analytics.daily_clicks/dagRuns/{run_id}/taskInstances/run/logs/{task['try_number']}",
+            params={"full_content": "true"},
+        ).json()
+    assert run["state"] == "failed", run
+    assert task["try_number"] == 1  # a missing parameter is not retried
+    text = str(log)
+    assert "DLI-203" in text and "Missing required parameter: execution_date" in text
+    assert "Allowed parameters: execution_date (required)" in text

@@ -177,3 +177,69 @@ def test_describe_parameters(spec: DatasetSpec) -> None:
     assert describe_parameters(spec) == (
         "execution_date (required), limit (optional), customer (optional), ratio (optional), flag (optional)"
     )
+
+
+# -- which runs get execution_date filled in: required means required on every other path --------------------
+
+
+def _run_types():
+    from airflow.sdk.api.datamodels._generated import DagRunType as SdkRunType
+    from airflow.utils.types import DagRunType as CoreRunType
+
+    return SdkRunType, CoreRunType
+
+
+@pytest.mark.parametrize("enum_index", [0, 1], ids=["task-sdk DagRunType", "core DagRunType"])
+@pytest.mark.parametrize(
+    ("member", "filled"),
+    [("MANUAL", False), ("OPERATOR_TRIGGERED", False), ("SCHEDULED", True), ("ASSET_TRIGGERED", True)],
+)
+def test_only_scheduler_made_runs_get_execution_date(spec: DatasetSpec, enum_index: int, member: str, filled: bool):
+    """The Task SDK's DagRunType prints as 'DagRunType.MANUAL': a manual run from the UI with the field
+    empty must still be refused, never filled with its logical date."""
+    from datetime import timezone
+
+    from dli_airflow.params import run_parameters
+
+    run_type = getattr(_run_types()[enum_index], member)
+    moment = datetime(2024, 1, 15, 23, 30, tzinfo=timezone.utc)
+    for as_given in (run_type, str(run_type), getattr(run_type, "value")):
+        call = lambda: run_parameters(  # noqa: E731
+            spec, params={"execution_date": None}, conf={}, run_type=as_given, logical_date=moment
+        )
+        if filled:
+            assert call()["execution_date"] == date(2024, 1, 15)
+        else:
+            with pytest.raises(ParameterError, match="Missing required parameter: execution_date") as caught:
+                call()
+            assert "Allowed parameters: execution_date (required)" in caught.value.message
+
+
+@pytest.mark.parametrize("run_type", ["", "bogus", None, "DagRunType.SOMETHING_NEW"])
+def test_an_unknown_run_type_fills_nothing(spec: DatasetSpec, run_type):
+    from datetime import timezone
+
+    from dli_airflow.params import run_parameters
+
+    with pytest.raises(ParameterError, match="execution_date"):
+        run_parameters(spec, params={}, conf={}, run_type=run_type, logical_date=datetime(2024, 1, 1, tzinfo=timezone.utc))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2024-01-15", date(2024, 1, 15)), (" 2024-01-15 ", date(2024, 1, 15)), (date(2024, 2, 29), date(2024, 2, 29)),
+     (datetime(2024, 3, 1, 12), date(2024, 3, 1))],
+)
+def test_parse_day(value, expected):
+    from dli_airflow.params import parse_day
+
+    assert parse_day(value, "--start") == expected
+
+
+@pytest.mark.parametrize("value", ["2024-13-01", "2024-02-30", "yesterday", "", "20240115x"])
+def test_parse_day_refuses_what_is_not_a_date(value):
+    from dli_airflow.params import parse_day
+
+    with pytest.raises(ParameterError, match="--start .* is not a date") as caught:
+        parse_day(value, "--start")
+    assert "YYYY-MM-DD" in (caught.value.hint or "")
