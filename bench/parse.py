@@ -370,9 +370,9 @@ ProvidersManagerTaskRuntime().asset_uri_handlers
 
 SHARD_PY = '''\
 """Parse benchmark: shard {shard} of {shards} of the dli factory (the datasets whose name hashes to it)."""
-from dli_airflow.factory import build_dags
+from dli_airflow.factory import dag_file_globals
 
-globals().update(build_dags(shard={shard}, shards={shards}))
+globals().update(dag_file_globals(shard={shard}, shards={shards}))
 '''
 
 

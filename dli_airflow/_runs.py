@@ -85,7 +85,15 @@ class RunMethods:
             "conf": conf,
             "note": note or f"triggered by {_user()} through dli",
         }
-        response = self._api.request("POST", f"/dags/{dataset_name}/dagRuns", json=body, ok=(200, 400, 409, 422))
+        # the run id is new and ours, so a retry is safe: Airflow on SQLite answers 500/503 when a lock made the
+        # write fail, and a 409 after a retry means the earlier attempt did create our run
+        response = self._api.request(
+            "POST", f"/dags/{dataset_name}/dagRuns", json=body, ok=(200, 400, 409, 422), retry_statuses=(500, 503)
+        )
+        if response.status_code == 409:
+            mine = self._api.request("GET", f"/dags/{dataset_name}/dagRuns/{run_id}", ok=(200, 404))
+            if mine.status_code == 200:
+                response = mine
         if response.status_code != 200:
             raise ParameterError(f"Airflow refused the run of {dataset_name!r}: {detail(response)}")
         return WorkflowRunResult(
@@ -417,8 +425,8 @@ def _render_dry(entry: SpecEntry, parameters: Mapping[str, Any] | None) -> tuple
     execution_date = today_in(entry.spec) if entry.spec.parameter("execution_date") is not None else None
     rendered = render_entry(entry, parameters, execution_date=execution_date)
     for statement in rendered.statements:
-        parse_sql(statement, rendered.dialect, entry.sql_path or entry.path)
-    return rendered.statements
+        parse_sql(statement.sql, rendered.dialect, entry.sql_path or entry.path)
+    return tuple(statement.display for statement in rendered.statements)  # values inlined, for reading
 
 
 __all__ = ["RunMethods"]

@@ -9,7 +9,10 @@ would not survive; the resolved :class:`~dli_airflow.catalog.StoreSnapshot` is p
   by version, e.g. the S3 ETag, in ``objects-<key>.pickle``), then the whole store is resolved again;
 - unreadable store (server down, timeout, 5xx, access denied, throttling, folder gone): the last good
   snapshot is served and one warning names the store and the cause; with no last good copy yet the
-  error propagates, and the factory shows it in the ``dli_spec_errors`` DAG instead of dataset DAGs.
+  error propagates, and the factory shows it in the ``dli_spec_errors`` DAG instead of dataset DAGs;
+- one unreadable file or folder (permissions, a FIFO, a dangling link, too large): the store is resolved
+  with the last good snapshot at hand, and the datasets it had there keep running from it
+  (:func:`dli_airflow.catalog.resolve`'s ``last_good``).
 """
 
 from __future__ import annotations
@@ -228,7 +231,11 @@ def load_snapshot(
         known = _read_objects(objects_file) if remote else {}
         # the specs whose files did not change since the last good scan are not validated again
         reuse = reusable(cached.snapshot, cached.signature.files()) if cached is not None else None
-        snapshot, objects = resolve_fetching(spec_store, listed, known, reuse, lambda done: _dump(objects_file, done))
+        snapshot, objects = resolve_fetching(
+            spec_store, listed, known, reuse, lambda done: _dump(objects_file, done),
+            # a file or folder that cannot be read keeps what the last good snapshot had there
+            last_good=cached.snapshot if cached is not None else None,
+        )
     except StoreUnavailableError as exc:
         if remote and known:
             # a first load of a big store may not fit in one parse's budget: keep what was read

@@ -14,6 +14,7 @@ The storage itself (list, read, write) is :mod:`dli_airflow.store`. Nothing here
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import logging
@@ -30,16 +31,16 @@ from dli_airflow.errors import (
     DliError,
     Problem,
     SpecConflictError,
+    SpecSyntaxError,
     SpecValidationError,
     StoreUnavailableError,
 )
 from dli_airflow.spec import DatasetSpec, DatasetStatus, SourceType, load_spec
-from dli_airflow.store import PREFIXES, SPEC_SUFFIXES, LocalStore, SpecStore, StoreFile
+from dli_airflow.store import MAX_SQL_BYTES, PREFIXES, SPEC_SUFFIXES, LocalStore, SpecStore, StoreFile
+from dli_airflow.storecheck import check_store
 
 log = logging.getLogger(__name__)
 
-#: SQL files larger than this are refused (a runaway generated file, not a query).
-MAX_SQL_BYTES = 10 * 1024 * 1024
 #: Files fetched ahead, in parallel, when their version changed (specs and their SQL).
 PREFETCH_SUFFIXES = (".yaml", ".yml", ".sql")
 #: Raw objects of a store by path: (version, bytes).
@@ -76,6 +77,9 @@ class StoreSnapshot:
     entries: tuple[SpecEntry, ...]
     problems: tuple[DliError, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    #: store paths (spec files, folders ending in ``/``) this scan could not read: the entries there are the
+    #: last good copy, not what the files hold now, so they are never reused as if read (:func:`reusable`)
+    unread: tuple[str, ...] = ()
 
     @property
     def active(self) -> list[SpecEntry]:
@@ -150,40 +154,54 @@ Reusable = Mapping[str, Validated]
 def reusable(snapshot: StoreSnapshot, listed: Mapping[SourceType, Iterable[StoreFile]]) -> dict[str, Validated]:
     """What :func:`resolve` may take from ``snapshot`` (scanned from ``listed``) instead of loading again."""
     versions = {f.path: f.version for files in listed.values() for f in files}
+    unread = snapshot.unread
     return {
         e.path: Validated(
             versions[e.path], versions.get(e.sql_path) if e.sql_path else None, LoadedSpec(e.spec, e.sql, e.sql_path)
         )
         for e in snapshot.entries
-        if e.path in versions
+        if e.path in versions and not any(e.path == u or (u.endswith("/") and e.path.startswith(u)) for u in unread)
     }
 
 
 def resolve(
-    store: SpecStore, listed: Mapping[SourceType, list[StoreFile]], reuse: Reusable | None = None
+    store: SpecStore,
+    listed: Mapping[SourceType, list[StoreFile]],
+    reuse: Reusable | None = None,
+    *,
+    last_good: StoreSnapshot | None = None,
 ) -> StoreSnapshot:
     """Load every spec of ``listed`` from ``store`` and resolve code over manual.
 
     :param reuse: specs loaded by an earlier scan (:func:`reusable`): one whose spec file and SQL file
         have the same versions now is taken as it is, so a change to one file re-validates one spec.
+    :param last_good: the last good snapshot of this store (the cache's; ``None``: there is none): a file
+        or folder that cannot be read keeps what it held there (:func:`_carry_outages`)
     """
     problems: list[DliError] = []
     found: dict[SourceType, list[_Found]] = {p: [] for p in PREFIXES}
-    # names that a broken code file still declares: its manual twin stays overridden, so a bad deploy
-    # never silently swaps in an old manual copy
+    # names that a broken code file still declares, or declared in the last good snapshot: its manual twin
+    # stays overridden, so a bad deploy never silently swaps in an old manual copy
     claimed_by_broken_code: set[str] = set()
     versions = {f.path: f.version for files in listed.values() for f in files}
     all_paths = set(versions)
+    last_code = {e.path: e.name for e in (last_good.entries if last_good else ()) if e.source is SourceType.CODE}
+    reads = _FailedReads(store)
+    outages: list[_Outage] = []
     for prefix in PREFIXES:
         for file in sorted(listed.get(prefix, ()), key=lambda f: f.path):
+            if file.unreadable is not None:  # a folder the listing could not read: its files are unknown
+                outages.append(_Outage(prefix, file.path, _unreadable_folder(store, file), names_known=False))
+                continue
             if not file.path.endswith(SPEC_SUFFIXES):
                 continue
             earlier = reuse.get(file.path) if reuse else None
             if earlier is not None and earlier.still_valid(file.version, versions):
                 found[prefix].append(_Found(file, earlier.loaded))
                 continue
+            reads.failed.clear()
             try:
-                loaded = load_entry(store, file.path, all_paths)
+                loaded = load_entry(reads, file.path, all_paths)
             except Exception as exc:  # isolation point: one spec file never hides the others
                 if isinstance(exc, DliError):
                     error = exc
@@ -194,13 +212,17 @@ def resolve(
                         hint="fix the file; if it looks right, report this as a dli-airflow bug",
                     )
                 log.debug("spec %s: [%s] %s", store.display(file.path), error.code, error.message)
-                problems.append(error)
-                if prefix is SourceType.CODE:
-                    name = _declared_name(store, file.path)
-                    if name:
-                        claimed_by_broken_code.add(name)
+                unread = file.path in reads.failed  # the spec itself: the names it holds are unknown
+                if reads.failed:  # a file of this spec could not be read: an outage, not a broken spec
+                    outages.append(_Outage(prefix, file.path, error, names_known=not unread))
+                else:
+                    problems.append(error)
+                if prefix is SourceType.CODE and not unread:
+                    name = _declared_name(reads, file.path)
+                    claimed_by_broken_code.update(n for n in (name, last_code.get(file.path)) if n)
                 continue
             found[prefix].append(_Found(file, loaded))
+    claimed_by_broken_code |= _carry_outages(outages, last_good, found, problems)
 
     entries: list[SpecEntry] = []
     code_names: set[str] = set(claimed_by_broken_code)
@@ -239,8 +261,11 @@ def resolve(
                     overridden_by=overridden_by,
                 )
             )
+    entries = check_store(store, entries, problems, code_names)  # look-alike names, depends_on cycles
     entries.sort(key=lambda e: (e.name, e.source.value))
-    return StoreSnapshot(store=store.url, entries=tuple(entries), problems=tuple(problems))
+    return StoreSnapshot(
+        store=store.url, entries=tuple(entries), problems=tuple(problems), unread=tuple(o.path for o in outages)
+    )
 
 
 def load_entry(store: SpecStore, path: str, all_paths: set[str] | None = None) -> LoadedSpec:
@@ -264,7 +289,7 @@ def load_entry(store: SpecStore, path: str, all_paths: set[str] | None = None) -
             )
         try:
             raw = store.read_bytes(sql_path)
-        except SpecValidationError as exc:  # e.g. a symlink that leads out of the store
+        except (SpecValidationError, SpecSyntaxError) as exc:  # e.g. a FIFO, or a symlink out of the store
             raise SpecValidationError(
                 f"{shown}: query_file: {exc.message}",
                 hint=exc.hint,
@@ -317,6 +342,107 @@ def _declared_name(store: SpecStore, path: str) -> str | None:
     return name if isinstance(name, str) else None
 
 
+class _Outage(NamedTuple):
+    """A spec file (or a folder: the path ends in ``/``) of one prefix that could not be read, and why.
+    ``names_known``: the spec itself was read (its SQL was not), so the name it holds is known."""
+
+    prefix: SourceType
+    path: str
+    error: DliError
+    names_known: bool
+
+
+class _FailedReads(SpecStore):
+    """The store as one :func:`resolve` reads it, remembering the files that could not be read: a spec
+    whose file cannot be read is an outage for the names it may hold, not a broken spec. A failure of the
+    whole store propagates as it is."""
+
+    def __init__(self, store: SpecStore) -> None:
+        self.url = store.url
+        self._store = store
+        self.failed: list[str] = []
+
+    def list_files(self, prefix: SourceType) -> list[StoreFile]:
+        return self._store.list_files(prefix)
+
+    def display(self, path: str) -> str:
+        return self._store.display(path)
+
+    def read_bytes(self, path: str) -> bytes:
+        try:
+            return self._store.read_bytes(path)
+        except StoreUnavailableError:
+            raise
+        except DliError:
+            self.failed.append(path)
+            raise
+
+
+def _unreadable_folder(store: SpecStore, file: StoreFile) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"Cannot read the folder {store.display(file.path)}: {file.unreadable}",
+        hint="make the folder listable by the user dli runs as (the dag-processor's), e.g. chmod -R a+rX; "
+        "dli does not follow symlinks to folders",
+    )
+
+
+def _carry_outages(
+    outages: list[_Outage],
+    last_good: StoreSnapshot | None,
+    found: dict[SourceType, list[_Found]],
+    problems: list[DliError],
+) -> set[str]:
+    """A file or folder that cannot be read is an outage for the names it may hold, never a silent swap.
+
+    The entries the last good snapshot had at that path (or under that folder) are kept as they were, so
+    their DAGs keep running. Under ``code/`` their manual twins stay overridden. Where the names are not
+    known (a folder, or a spec file that cannot be read), so do the manual specs the last good snapshot
+    kept overridden without a code entry (a code file broken then); with no last good snapshot (a first
+    start, ``dli spec validate``) every manual spec stays overridden. Each outage is one problem naming the
+    path and what keeps running.
+
+    :returns: the names held by code while the outages last
+    """
+    if not outages:
+        return set()
+    present = {item.file.path for items in found.values() for item in items}
+    for outage in outages:
+        carried = [
+            e for e in (last_good.entries if last_good else ())
+            if e.source is outage.prefix and e.path not in present
+            and (e.path == outage.path or (outage.path.endswith("/") and e.path.startswith(outage.path)))
+        ]
+        for e in carried:
+            found[outage.prefix].append(_Found(StoreFile(e.path, ""), LoadedSpec(e.spec, e.sql, e.sql_path)))
+            present.add(e.path)
+        problems.append(_outage_problem(outage, sorted({e.name for e in carried}), last_good is not None))
+    if not any(o.prefix is SourceType.CODE and not o.names_known for o in outages):
+        return set()
+    if last_good is None:
+        return {item.loaded.spec.name for item in found[SourceType.MANUAL]}
+    code = {e.name for e in last_good.entries if e.source is SourceType.CODE}
+    return {e.name for e in last_good.entries if e.overridden_by is SourceType.CODE and e.name not in code}
+
+
+def _outage_problem(outage: _Outage, names: list[str], has_last_good: bool) -> DliError:
+    code = outage.prefix is SourceType.CODE
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        then = f"{shown} keep{'s' if len(names) == 1 else ''} running from the last good copy"
+        then += " and their manual copies stay overridden" if code else ""
+    elif code and outage.names_known:
+        then = "no last good copy of it to run; the manual copy of the dataset it declares stays overridden"
+    elif code and not has_last_good:
+        then = ("the datasets it holds are unknown (no last good copy of this store yet), so every manual spec "
+                "stays overridden until it can be read")
+    else:
+        then = "the last good copy had no dataset there" + ("; no manual spec takes over" if code else "")
+    problem = copy.copy(outage.error)
+    problem.message = f"{outage.error.message}; {then}"
+    problem.args = (problem.message,)
+    return problem
+
+
 class _Reader(SpecStore):
     """The store as :func:`resolve` sees it: bytes known at the listed version first,
     the real store for the rest. A store failure is remembered, because ``resolve`` isolates every file's
@@ -358,6 +484,8 @@ def resolve_fetching(
     known: Objects | None = None,
     reuse: Reusable | None = None,
     save: Callable[[Objects], None] | None = None,
+    *,
+    last_good: StoreSnapshot | None = None,
 ) -> tuple[StoreSnapshot, Objects]:
     """Resolve a listing, reading only the files whose version is not in ``known``.
 
@@ -367,6 +495,7 @@ def resolve_fetching(
     :param reuse: specs validated by the last scan (see :func:`resolve`)
     :param save: called with ``known`` once the changed objects are fetched, before the (long, for a big
         store) validation: a parse killed by the dag-processor's timeout meanwhile loses no download
+    :param last_good: the last good snapshot (see :func:`resolve`)
     :returns: the snapshot, and the raw objects at their listed versions (for the next call's ``known``).
     :raises StoreUnavailableError: the store failed while being read (never reported as a broken spec).
     """
@@ -384,7 +513,7 @@ def resolve_fetching(
         if save is not None and fetched:
             save(known)
     reader = _Reader(store, versions, known)
-    snapshot = resolve(reader, listed, reuse)
+    snapshot = resolve(reader, listed, reuse, last_good=last_good)
     known.update(reader.used)
     if reader.failure is not None:
         raise reader.failure

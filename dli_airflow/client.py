@@ -337,7 +337,7 @@ class WorkflowClient(RunMethods):
         prepared = prepare_registration(spec_path=spec_path, spec=spec, sql=sql, **overrides)
         name = prepared.spec.name
         warning = registration_warning(self._snapshot(), name, force=force)
-        written = write_manual(self._store(), prepared)
+        written = write_manual(self._store(), prepared, force=force)
         schedule = prepared.spec.schedule
         info = WorkflowInfo(
             dataset_name=name,

@@ -12,6 +12,7 @@ import configparser
 import os
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -64,6 +65,20 @@ OPTIONS: dict[str, Option] = {
             "Local folder for the last good copy of the store's specs. Empty means {AIRFLOW_HOME}/dli/cache.",
             "",
         ),
+        Option(
+            "render_timeout_seconds",
+            "Seconds a dataset's SQL template may take to render (inside the task, so its execution_timeout "
+            "applies too); a render past it fails with DLI-205 naming the file and line.",
+            "10",
+            type="float",
+        ),
+        Option(
+            "max_rendered_bytes",
+            "The most characters a dataset's rendered SQL (and any value its template builds) may have; "
+            "a render past it fails with DLI-205 before the memory is used.",
+            "2097152",
+            type="integer",
+        ),
     )
 }
 
@@ -84,14 +99,24 @@ def _from_airflow_conf(key: str) -> str | None:
 
 def _from_cfg_file(key: str) -> str | None:
     cfg = Path(os.environ.get("AIRFLOW_CONFIG") or airflow_home() / "airflow.cfg")
-    if not cfg.is_file():
+    try:
+        st = cfg.stat()
+    except OSError:
         return None
+    # read on call, but parsed once per version of the file: Airflow's default airflow.cfg has ~4,000
+    # lines, and a cold scan asks for settings once per spec
+    return _dli_section(str(cfg), st.st_mtime_ns, st.st_size).get(key)
+
+
+@lru_cache(maxsize=4)
+def _dli_section(path: str, mtime_ns: int, size: int) -> dict[str, str]:
+    """The ``[dli]`` section of one version of a config file (mtime and size are the cache key)."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(cfg, encoding="utf-8")
+        parser.read(path, encoding="utf-8")
     except (configparser.Error, OSError, UnicodeDecodeError):
-        return None
-    return parser.get("dli", key, fallback=None)
+        return {}
+    return dict(parser["dli"]) if parser.has_section("dli") else {}
 
 
 def get(key: str) -> str:
@@ -139,6 +164,34 @@ def sync_interval() -> int:
         raise ConfigError(f"[dli] sync_interval must be a whole number of seconds, got {raw!r}") from None
     if value < 30:
         raise ConfigError(f"[dli] sync_interval must be at least 30 seconds, got {value}")
+    return value
+
+
+def render_timeout_seconds() -> float:
+    """``[dli] render_timeout_seconds``: how long a SQL template may take to render."""
+    from dli_airflow.errors import ConfigError
+
+    raw = get("render_timeout_seconds")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"[dli] render_timeout_seconds must be a number of seconds, got {raw!r}") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"[dli] render_timeout_seconds must be above 0 and at most 3600, got {raw}")
+    return value
+
+
+def max_rendered_bytes() -> int:
+    """``[dli] max_rendered_bytes``: the most characters a rendered SQL template may have."""
+    from dli_airflow.errors import ConfigError
+
+    raw = get("max_rendered_bytes")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"[dli] max_rendered_bytes must be a whole number, got {raw!r}") from None
+    if value < 1024:
+        raise ConfigError(f"[dli] max_rendered_bytes must be at least 1024, got {value}")
     return value
 
 

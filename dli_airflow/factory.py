@@ -1,9 +1,11 @@
 """The DAG factory: one Airflow DAG per active dataset of the store.
 
-The DAG file (``dli_airflow/dag_files/dli_datasets.py``) calls :func:`build_dags` and puts the result in its globals. Parsing stays
-fast and isolated: the store is read once per parse (from the on-disk snapshot cache when nothing
-changed), each spec is built in its own ``try``, on a worker only the DAG being run is built, and
-every problem is logged and shown in the ``dli_spec_errors`` DAG instead of hiding other DAGs.
+The DAG file (``dli_airflow/dag_files/dli_datasets.py``) puts :func:`dag_file_globals` in its globals: the
+DAGs of :func:`build_dags` under names the package controls (``dli_dag_0``, ``dli_dag_1``, …), never under a
+dataset's name, since Airflow reads module globals such as ``__file__`` and a dataset so named would break
+every DAG of the file. Parsing stays fast and isolated: the store is read once per parse (from the on-disk
+snapshot cache when nothing changed), each spec is built in its own ``try``, on a worker only the DAG being
+run is built, and every problem is logged and shown in the ``dli_spec_errors`` DAG instead of hiding other DAGs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from airflow.sdk import DAG, Asset, Param, get_parsing_context
 
 from dli_airflow.catalog import shard_of
 from dli_airflow.errors import DliError
+from dli_airflow.spec import check_dataset_name
 from dli_airflow.sync import SYNC_DAG_ID
 
 if TYPE_CHECKING:
@@ -31,6 +34,8 @@ ERRORS_DAG_ID = "dli_spec_errors"
 START_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 #: Characters of SQL shown in a DAG's doc.
 DOC_SQL_LIMIT = 20_000
+#: The DAG file's globals are ``<prefix><n>``: names no dataset can take (``dli_`` is reserved).
+GLOBALS_PREFIX = "dli_dag_"
 
 
 def asset_for(name: str) -> Asset:
@@ -201,7 +206,7 @@ def build_dags(
     shard: int = 0,
     shards: int = 1,
 ) -> dict[str, DAG]:
-    """Every DAG of the store, keyed by dag_id (for the DAG file's globals).
+    """Every DAG of the store, keyed by dag_id (the DAG file takes :func:`dag_file_globals` of them).
 
     :param store: a folder or ``s3://`` URL; default ``[dli] spec_store``.
     :param snapshot: an already scanned store (tests, benchmarks).
@@ -232,6 +237,9 @@ def build_dags(
         if (wanted is not None and entry.name != wanted) or shard_of(entry.name, shards) != shard:
             continue
         try:
+            # the catalog refuses such names; this also covers a snapshot cached before they were refused,
+            # so a dataset never takes the place of dli_sync or dli_spec_errors
+            check_dataset_name(entry.name)
             dags[entry.name] = build_dag(entry)
         except Exception as exc:  # isolation point: one spec never hides the others
             from dli_airflow.errors import SpecValidationError
@@ -253,3 +261,21 @@ def build_dags(
         except Exception as exc:  # isolation point: the maintenance DAG never hides the datasets
             log.exception("dli: cannot build the %s DAG: %s", SYNC_DAG_ID, exc)
     return dags
+
+
+def dag_file_globals(
+    store: str | None = None,
+    *,
+    snapshot: StoreSnapshot | None = None,
+    maintenance: bool | None = None,
+    shard: int = 0,
+    shards: int = 1,
+) -> dict[str, DAG]:
+    """The DAGs of :func:`build_dags` (same arguments) for a DAG file's ``globals().update(...)``.
+
+    Airflow's DagBag collects every DAG object among a module's globals, whatever its name, and reads some
+    globals itself (``__file__``), so the keys are ``dli_dag_0``, ``dli_dag_1``, … in dag_id order: the
+    package chooses them, not a spec.
+    """
+    dags = build_dags(store, snapshot=snapshot, maintenance=maintenance, shard=shard, shards=shards)
+    return {f"{GLOBALS_PREFIX}{n}": dags[dag_id] for n, dag_id in enumerate(sorted(dags))}

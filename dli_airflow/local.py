@@ -91,19 +91,21 @@ def run_entry(
         execution_date = today_in(entry.spec)
     path = entry.sql_path or entry.path
     if dry_run and entry.spec.resolved_engine != "duckdb":
-        # parse in the engine's own dialect first, so that errors point at the line and column of the file
+        # parse in the engine's own dialect first (placeholders and all), so that errors point at the line
+        # and column of the file
         own = render_entry(entry, given, execution_date=execution_date)
-        for statement, (line, column) in zip(own.statements, own.positions):
-            parse_sql("\n" * (line - 1) + " " * (column - 1) + statement, own.dialect, path)
+        for statement in own.statements:
+            parse_sql("\n" * (statement.line - 1) + " " * (statement.column - 1) + statement.sql, own.dialect, path)
+    # Trino/BigQuery SQL is transpiled with its values' placeholders in place; they bind as DuckDB parameters
     rendered = render_entry(entry, given, execution_date=execution_date, target_dialect="duckdb")
     if dry_run:
         for statement in rendered.statements:
-            parse_sql(statement, "duckdb", path)
+            parse_sql(statement.sql, "duckdb", path)
         return LocalRunResult(rendered, None, time.monotonic() - started)
     settings = SOURCE_SETTINGS.get(rendered.transpiled_from, {}) if rendered.transpiled_from else None
     engine = DuckDBEngine(duckdb_path, settings=settings)
     # in a worker thread, so that Ctrl-C cancels the query on DuckDB instead of waiting for it
-    result = run_cancellable(engine, list(rendered.statements), max_rows=max_rows)
+    result = run_cancellable(engine, rendered.statements, max_rows=max_rows)
     return LocalRunResult(rendered, result, time.monotonic() - started)
 
 

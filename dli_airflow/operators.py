@@ -1,10 +1,12 @@
 """``DatasetQueryOperator``: renders a dataset's SQL with dli's renderer and runs it on its engine.
 
-Airflow's own Jinja never sees the dataset's SQL (it would print ``{{ params.x }}`` as raw text): the
-operator renders it in :meth:`~DatasetQueryOperator.render_template_fields` from the run's validated
-parameters, so the UI's "Rendered Template" tab shows exactly the SQL that runs. The engine runs in a
-worker thread (:func:`~dli_airflow.engines.run_cancellable`) so that a timeout or a kill is handled at
-once and cancels the query on the engine.
+Airflow's own Jinja never sees the dataset's SQL (it would print ``{{ params.x }}`` as raw text).
+:meth:`~DatasetQueryOperator.render_template_fields` checks the run's parameters and fills the UI's
+"Rendered Template" field with the SQL as it reads with the values inlined. What runs is rendered again
+inside :meth:`~DatasetQueryOperator.execute` — within the render's own limits and the task's
+``execution_timeout`` — and sent with its values bound as the engine's parameters, never spliced into the
+SQL. The engine runs in a worker thread (:func:`~dli_airflow.engines.run_cancellable`) so that a timeout
+or a kill is handled at once and cancels the query on the engine.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from airflow.sdk import BaseOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from dli_airflow.bind import BoundSql
     from dli_airflow.engines import Engine, RunResult
     from dli_airflow.spec import DatasetSpec
 
@@ -30,7 +33,7 @@ class DatasetQueryOperator(BaseOperator):
     """Run one dataset's SQL.
 
     :param spec: the validated Dataset Spec.
-    :param sql_template: the dataset's SQL template (Jinja; parameters render as typed literals).
+    :param sql_template: the dataset's SQL template (Jinja; parameters are bound as the engine's parameters).
     :param source: ``code`` or ``manual`` (shown in the log).
     :param sql_path: where the SQL came from (for messages).
     """
@@ -62,7 +65,9 @@ class DatasetQueryOperator(BaseOperator):
         self.sql = sql_template
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        """Render the SQL with dli's renderer (typed literals) from the run's parameters, not Airflow's Jinja.
+        """Check the run's parameters and fill the rendered-SQL field (values inlined, for reading).
+
+        Not Airflow's Jinja: dli's bounded renderer. What runs is rendered again in :meth:`execute`.
 
         :raises AirflowFailException: bad parameters, a template error, or an earlier failed date of the
             same dli backfill (retrying would not help)
@@ -70,8 +75,6 @@ class DatasetQueryOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from dli_airflow.errors import DliError
-        from dli_airflow.params import run_parameters
-        from dli_airflow.render import render_sql
         from dli_airflow.workflow import BACKFILL_TOKEN_KEY, check_backfill
 
         dag_run = context.get("dag_run")
@@ -80,38 +83,56 @@ class DatasetQueryOperator(BaseOperator):
         try:
             if conf.get(BACKFILL_TOKEN_KEY) and ti is not None:
                 check_backfill(conf, ti.get_previous_dagrun())
-            self.parameters = run_parameters(
-                self.spec,
-                params=context.get("params") or {},
-                conf=conf,
-                run_type=str(getattr(dag_run, "run_type", "") or ""),
-                logical_date=context.get("logical_date") or getattr(dag_run, "run_after", None),
-            )
-            path = self.sql_path or self.spec.name
-            self.sql = render_sql(self.sql_template, self.parameters, dialect=self.spec.resolved_engine, path=path)
+            self.sql = self._render(context).display
         except DliError as exc:
             raise AirflowFailException(f"[{exc.code}] {exc.render()}") from exc
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        """Run the rendered statements on the dataset's engine; the XCom is a bounded summary.
+    def _render(self, context: Context) -> BoundSql:
+        """The run's parameters (set on :attr:`parameters`) and the SQL rendered within its limits.
 
-        :raises AirflowFailException: empty SQL or a denied permission (no retry)
+        :raises DliError: bad parameters (DLI-203) or a template failure (DLI-205)
+        """
+        from dli_airflow.params import run_parameters
+        from dli_airflow.render import render_bound
+
+        dag_run = context.get("dag_run")
+        self.parameters = run_parameters(
+            self.spec,
+            params=context.get("params") or {},
+            conf=dict(getattr(dag_run, "conf", None) or {}),
+            run_type=getattr(dag_run, "run_type", None),
+            logical_date=context.get("logical_date") or getattr(dag_run, "run_after", None),
+        )
+        path = self.sql_path or self.spec.name
+        return render_bound(self.sql_template, self.parameters, dialect=self.spec.resolved_engine, path=path)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Render the SQL (bounded, inside the task's timeout) and run it on the dataset's engine, values bound.
+
+        The XCom is a bounded summary.
+
+        :raises AirflowFailException: bad parameters, a template error, empty SQL or a denied permission
+            (no retry)
         :raises AirflowException: any other engine error (the spec's retries apply)
         """
         from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 
         from dli_airflow.engines import engine_for, run_cancellable
         from dli_airflow.errors import DliError, ExecutionPermissionError, TemplateError
-        from dli_airflow.render import split_statements
 
         engine_name = self.spec.resolved_engine
-        statements = split_statements(self.sql, engine_name)
+        try:
+            bound = self._render(context)
+        except DliError as exc:
+            raise AirflowFailException(f"[{exc.code}] {exc.render()}") from exc
+        statements = bound.statements
         if not statements:
             raise AirflowFailException(f"[{TemplateError.code}] the rendered SQL of {self.spec.name!r} is empty")
+        self.sql = bound.display
         self.log.info(
-            "Dataset %s (%s, engine %s) with parameters %s: %d statement(s)\n%s",
+            "Dataset %s (%s, engine %s) with parameters %s: %d statement(s), values bound as parameters\n%s",
             self.spec.name, self.source, engine_name, {k: str(v) for k, v in self.parameters.items()},
-            len(statements), self.sql,
+            len(statements), bound.display,
         )
         try:
             self._engine = engine_for(self.spec)

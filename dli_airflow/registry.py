@@ -1,13 +1,22 @@
 """Registering manual specs: prepare a spec (with schedule overrides) and write it under ``manual/``.
 
-The spec and its SQL go to ``manual/<name>.yaml`` and ``manual/<name>.sql``; the SQL is written first
-and the spec last, so a reader never sees a spec without its SQL. No Airflow here.
+Writes are create-if-absent, so of two registrations of one name at once exactly one succeeds and the
+other fails with DLI-801 (:meth:`~dli_airflow.store.SpecStore.create_manual`; ``force`` replaces only the
+version it read, :meth:`~dli_airflow.store.SpecStore.replace_manual`). The SQL goes to a key of its own
+per registration, ``manual/<name>.<16 hex>.sql``, written first and named by the spec's ``query_file``
+(the spec last): a spec and its SQL can never pair across two writers, because no other registration
+ever writes that key, and the loser's cleanup or a later replacement can delete only its own SQL.
+No Airflow here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import os
+import posixpath
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import yaml
 
 from dli_airflow._yaml import load_yaml
-from dli_airflow.catalog import SpecEntry, load_entry
+from dli_airflow.catalog import SpecEntry, load_entry, sql_location
 from dli_airflow.errors import (
     DliError,
     SpecFileNotFoundError,
@@ -24,7 +33,7 @@ from dli_airflow.errors import (
     WorkflowPermissionError,
     WorkflowRegistrationError,
 )
-from dli_airflow.spec import DatasetSpec, SourceType, validate_spec
+from dli_airflow.spec import DatasetSpec, SourceType, name_key, validate_spec
 from dli_airflow.store import SingleFileStore, SpecStore
 
 if TYPE_CHECKING:
@@ -86,12 +95,13 @@ def prepare_registration(
     sql_text: str | None = sql
     if spec_path is not None:
         path = Path(spec_path)
-        if not path.is_file():
-            raise SpecFileNotFoundError(f"{path} does not exist")
+        if not path.exists():
+            link = f" (a symlink to {os.readlink(path)})" if path.is_symlink() else ""
+            raise SpecFileNotFoundError(f"{path} does not exist{link}")
         store = SingleFileStore.for_file(path)
         rel = path.resolve().relative_to(store.root.resolve()).as_posix()
-        loaded = load_entry(store, rel)
-        document = load_yaml(path.read_bytes(), str(path))
+        loaded = load_entry(store, rel)  # only a regular file, bounded, is read (a FIFO never blocks)
+        document = load_yaml(store.read_bytes(rel), str(path))
         if loaded.sql_path is not None:
             sql_text = loaded.sql
     elif isinstance(spec, DatasetSpec):
@@ -125,17 +135,58 @@ def prepare_registration(
     return PreparedSpec(spec=validated, document=document, sql=sql_text if document.get("query_file") else None)
 
 
-def write_manual(store: SpecStore, prepared: PreparedSpec) -> WrittenSpec:
-    """Write the spec (and its SQL) under ``manual/``: SQL first, spec last."""
+#: The first line of every spec dli writes.
+HEADER = "# Registered through dli (manual/). Edit with `dli workflow register --force`.\n"
+
+
+def sql_key(name: str, sql: bytes) -> str:
+    """A fresh key for one registration's SQL: ``manual/<name>.<16 hex>.sql``.
+
+    The hex digits hash the SQL with a random nonce, so no two registrations share a key (a content
+    address alone would be shared by two writers of the same SQL, and one's cleanup would delete the
+    other's file). The name part is cut to keep the file name under 255 bytes.
+    """
+    token = hashlib.sha256(secrets.token_bytes(16) + sql).hexdigest()[:16]
+    return f"manual/{name[:200]}.{token}.sql"
+
+
+def write_manual(store: SpecStore, prepared: PreparedSpec, *, force: bool = False) -> WrittenSpec:
+    """Write the spec (and its SQL) under ``manual/``: the SQL to a fresh key first, then the spec naming it.
+
+    Without ``force`` the spec is created only if absent; with ``force`` an existing manual spec is
+    replaced only if it is still the version read here (a concurrent writer makes this fail, never lose
+    a write). The SQL of a replaced spec is deleted once the new spec is in place.
+
+    :raises WorkflowRegistrationError: DLI-801, the name is registered (or was, meanwhile) or the store
+        refuses conditional writes
+    """
     name = prepared.spec.name
     spec_path = f"manual/{name}.yaml"
-    sql_path = f"manual/{name}.sql" if prepared.sql is not None else None
-    text = yaml.safe_dump(prepared.document, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    header = "# Registered through dli (manual/). Edit with `dli workflow register --force`.\n"
+    document = dict(prepared.document)
+    sql_path: str | None = None
+    sql = prepared.sql.encode("utf-8") if prepared.sql is not None else None
+    if sql is not None:
+        sql_path = sql_key(name, sql)
+        document["query_file"] = posixpath.basename(sql_path)
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
     try:
-        if sql_path is not None and prepared.sql is not None:
-            store.put_manual(sql_path, prepared.sql.encode("utf-8"))
-        store.put_manual(spec_path, (header + text).encode("utf-8"))
+        current = store.read_manual(spec_path) if force else None
+        if sql_path is not None and sql is not None:
+            store.create_manual(sql_path, sql)
+        try:
+            if current is None:
+                store.create_manual(spec_path, (HEADER + text).encode("utf-8"))
+            else:
+                store.replace_manual(spec_path, (HEADER + text).encode("utf-8"), current.version)
+        except BaseException:
+            if sql_path is not None:  # the key is this registration's own: nobody else uses it
+                with contextlib.suppress(DliError, OSError):
+                    store.delete_manual(sql_path)
+            raise
+        old_sql = _query_file(current.data, spec_path) if current is not None else None
+        if old_sql is not None and old_sql != sql_path:  # the replaced spec's SQL, no longer named
+            with contextlib.suppress(DliError, OSError):
+                store.delete_manual(old_sql)
     except DliError:
         raise
     except OSError as exc:
@@ -143,11 +194,37 @@ def write_manual(store: SpecStore, prepared: PreparedSpec) -> WrittenSpec:
     return WrittenSpec(spec_path=spec_path, sql_path=sql_path)
 
 
+def _query_file(data: bytes, spec_path: str) -> str | None:
+    """The store path of the SQL file a manual spec names, if it is one dli may delete (under manual/)."""
+    try:
+        document = load_yaml(data, spec_path)
+        query_file = document.get("query_file") if isinstance(document, dict) else None
+        if not isinstance(query_file, str):
+            return None
+        path = sql_location(query_file, spec_path, spec_path)
+    except DliError:
+        return None
+    return path if path.startswith("manual/") else None
+
+
 def delete_manual(store: SpecStore, entry: SpecEntry) -> None:
-    """Remove a manual spec: the spec first (so it stops being scheduled), then its SQL."""
-    store.delete_manual(entry.path)
-    if entry.sql_path is not None:
-        store.delete_manual(entry.sql_path)
+    """Remove a manual spec: the spec first (so it stops being scheduled), then the SQL it names.
+
+    The spec is deleted only if it is still the version read here: an unregistration never removes a
+    registration that replaced it meanwhile (DLI-801 instead).
+    """
+    try:
+        current = store.read_manual(entry.path)
+        if current is None:
+            return  # removed meanwhile: nothing left to do
+        store.delete_manual(entry.path, current.version)
+        sql_path = _query_file(current.data, entry.path)
+        if sql_path is not None:
+            store.delete_manual(sql_path)
+    except DliError:
+        raise
+    except OSError as exc:
+        raise WorkflowRegistrationError(f"cannot delete {store.display(entry.path)}: {exc.strerror or exc}") from exc
 
 
 def registration_warning(snapshot: StoreSnapshot | None, name: str, *, force: bool) -> str | None:
@@ -161,6 +238,16 @@ def registration_warning(snapshot: StoreSnapshot | None, name: str, *, force: bo
     """
     if snapshot is None:
         return None
+    key = name_key(name)
+    # a look-alike (other case, '-' for '_') is a different DAG id but the same name to a reader: the
+    # catalog would report the pair as a conflict and schedule neither, so it is refused here, force or not
+    lookalikes = sorted({e.name for e in snapshot.entries if e.name != name and name_key(e.name) == key})
+    if lookalikes:
+        raise WorkflowRegistrationError(
+            f"Dataset {name!r} looks like {', '.join(map(repr, lookalikes))} already in the store (names that "
+            "differ only by case or by '-'/'_' are one dataset to dli)",
+            hint=f"register it as {lookalikes[0]!r} (with --force to replace it) or choose another name",
+        )
     sources = {e.source for e in snapshot.entries if e.name == name}
     warning = None
     if SourceType.CODE in sources:
@@ -206,5 +293,6 @@ __all__ = [
     "manual_entry",
     "prepare_registration",
     "registration_warning",
+    "sql_key",
     "write_manual",
 ]

@@ -1,196 +1,60 @@
-"""Safe SQL rendering: a dataset's SQL template with validated parameters → statements of the engine's dialect.
+"""Safe SQL rendering: a dataset's SQL template with validated parameters → statements with bound values.
 
-A dataset's SQL is a Jinja template. Every ``{{ expression }}`` is rendered as a SQL *literal* of the
-value's type in the engine's dialect (``'o''brien'``, ``DATE '2024-01-15'``, ``42``, ``TRUE``), so a
-parameter value can never change the statement's structure. Identifiers come only through the
-explicit ``identifier`` filter. A placeholder written inside a quoted SQL string is refused with the fix.
-This is the only module that builds SQL text. Nothing here touches Airflow.
+A dataset's SQL is a Jinja template, rendered in a bounded sandbox (:mod:`dli_airflow.sandbox`: a time
+and a size limit, bounded ``range``, no ``include``/``import``/``extends``). Every ``{{ expression }}``
+becomes a sentinel and its value is kept apart; the engine then gets the statement with its own
+placeholders and the values bound (:mod:`dli_airflow.bind`) — DuckDB named parameters, Trino
+``EXECUTE IMMEDIATE … USING``, BigQuery query parameters — so a parameter value can never change a
+statement. Identifiers come only through the explicit ``identifier`` filter. A placeholder inside a
+string, a quoted identifier or a comment is refused (DLI-205) on sqlglot's tokens of the template rendered
+with sentinels: once at validation (:func:`check_template`, one branch of the control flow) and again on
+every render at run time (:func:`render_bound`, the run's own branch). The text with values inlined as
+literals (:attr:`~dli_airflow.bind.BoundSql.display`) is for reading only. Nothing here touches Airflow.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
-from functools import lru_cache
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from dli_airflow.bind import BoundSql, BoundStatement, bind_sql, split_statements, sql_identifier, sql_literal
 from dli_airflow.errors import ParameterError, TemplateError
+from dli_airflow.sandbox import RenderLimits, SqlFragment, parse, refusal, render_with_sentinels
+from dli_airflow.sentinels import DIALECTS, Slot, find_placeholders, sentinel, tokenize
 
 if TYPE_CHECKING:
-    import jinja2
+    from jinja2 import nodes
 
     from dli_airflow.catalog import SpecEntry
     from dli_airflow.spec import DatasetSpec
 
-#: sqlglot dialect names per engine.
-DIALECTS = {"duckdb": "duckdb", "trino": "trino", "bigquery": "bigquery"}
+#: Names a template may read besides its parameters.
+_BUILTIN_NAMES = frozenset({"params", "range", "dict", "cycler", "joiner", "namespace"})
+#: How deep validation's sentinel render follows macro calls, and how much text it writes at most.
+_STATIC_DEPTH = 8
+_STATIC_MAX_CHARS = 4 * 1024 * 1024
 
 
-# -- literals ---------------------------------------------------------------------------------------------
-
-
-class SqlFragment(str):
-    """Text that goes into SQL as it is: only produced by the ``identifier`` filter and the renderer."""
-
-
-def sql_literal(value: Any, dialect: str = "duckdb") -> str:
-    """Render one Python value as a SQL literal of its type in ``dialect``."""
-    from sqlglot import exp
-
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise TemplateError(f"cannot render {value!r} as a SQL literal", hint="pass a finite number")
-        return repr(value)
-    if isinstance(value, datetime):
-        return "TIMESTAMP " + exp.Literal.string(value.isoformat(sep=" ")).sql(dialect=DIALECTS.get(dialect, dialect))
-    if isinstance(value, date):
-        return f"DATE '{value.isoformat()}'"
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(sql_literal(v, dialect) for v in value)
-        return f"({inner})"
-    if isinstance(value, str):
-        return exp.Literal.string(value).sql(dialect=DIALECTS.get(dialect, dialect))
-    raise TemplateError(
-        f"cannot render a {type(value).__name__} as a SQL literal",
-        hint="render text, numbers, dates, booleans or lists of them",
-    )
-
-
-def sql_identifier(value: Any, dialect: str = "duckdb") -> SqlFragment:
-    """Quote a value as a SQL identifier (``{{ suffix | identifier }}``); dotted names quote each part."""
-    from sqlglot import exp
-
-    text = str(value)
-    if not text or "\x00" in text:
-        raise TemplateError(f"{value!r} cannot be used as an identifier", hint="pass a non-empty name")
-    parts = text.split(".")
-    quoted = ".".join(exp.to_identifier(part, quoted=True).sql(dialect=DIALECTS.get(dialect, dialect)) for part in parts)
-    return SqlFragment(quoted)
-
-
-# -- templates --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Placeholder:
-    line: int
-    text: str
-
-
-#: What ends each state of the SQL scanner: the next token that matters in plain SQL, the end of a
-#: ``--`` comment, of a ``/* */`` comment, of each kind of quoted text.
-_NEXT_IN_SQL = re.compile(r"--|/\*|['\"`]")
-_END_OF = {
-    "--": re.compile(r"\n"),
-    "/*": re.compile(r"\*/"),
-    "'": re.compile("'"),
-    '"': re.compile('"'),
-    "`": re.compile("`"),
-}
-
-
-def find_quoted_placeholders(source: str) -> list[_Placeholder]:
-    """Placeholders written inside a quoted SQL string (``'{{ x }}'``), which the renderer would break.
-
-    Jinja's lexer splits the template into SQL text and placeholders; the SQL text is scanned from one
-    token that changes state to the next (a quote, a comment start or end), so the cost is per token,
-    not per character. A doubled quote (``'it''s'``) leaves and re-enters the string, as SQL reads it.
-    """
-    from jinja2.exceptions import TemplateSyntaxError
-
-    found: list[_Placeholder] = []
-    state: str | None = None  # None: plain SQL; "--", "/*": in a comment; a quote: in quoted text
-    current: list[str] = []
-    start_line = 1
-    try:
-        tokens = list(_lexer().lex(source))
-    except TemplateSyntaxError:
-        return []  # reported by the syntax check
-    for lineno, kind, value in tokens:
-        if kind == "data":
-            i = 0
-            while True:
-                match = (_NEXT_IN_SQL if state is None else _END_OF[state]).search(value, i)
-                if match is None:
-                    break
-                state = match.group() if state is None else None
-                i = match.end()
-        elif kind == "variable_begin":
-            current = []
-            start_line = lineno
-        elif kind == "variable_end":
-            if state in ("'", '"', "`"):
-                found.append(_Placeholder(start_line, "{{ " + " ".join("".join(current).split()) + " }}"))
-        else:
-            current.append(str(value))
-    return found
-
-
-@lru_cache(maxsize=1)
-def _lexer() -> jinja2.Environment:
-    from jinja2 import Environment
-
-    return Environment()
-
-
-@lru_cache(maxsize=8)
-def _environment(dialect: str) -> jinja2.Environment:
-    from jinja2 import StrictUndefined, Undefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def finalize(value: Any) -> str:
-        if isinstance(value, SqlFragment):
-            return str(value)
-        if isinstance(value, Undefined):
-            return str(value)  # StrictUndefined raises UndefinedError, naming the missing variable
-        return sql_literal(value, dialect)
-
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, finalize=finalize, autoescape=False, keep_trailing_newline=True
-    )
-    env.filters["identifier"] = lambda v: sql_identifier(v, dialect)
-    env.filters["literal"] = lambda v: SqlFragment(sql_literal(v, dialect))
-    return env
+# -- validation -----------------------------------------------------------------------------------------------
 
 
 def check_template(sql: str, spec: DatasetSpec, path: str) -> None:
-    """Check a dataset's SQL template without rendering it: syntax, hand-quoted placeholders, unknown names.
+    """Check a dataset's SQL template without running it: syntax, refused tags, unknown names, placeholders.
+
+    The template is rendered once with a sentinel for every ``{{ … }}`` along one branch of its control
+    flow (the first branch of each ``{% if %}``, one pass of each ``{% for %}``, macros expanded where they
+    are called) and read with sqlglot's tokenizer in the engine's dialect: a placeholder inside a string,
+    a quoted identifier or a comment, or joined to other text, is a DLI-205. Every render at run time
+    checks the same on the branch it takes.
 
     :raises TemplateError: naming the file, the line and the fix.
     """
-    from jinja2.exceptions import TemplateSyntaxError
-
-    env = _environment("duckdb")
-    try:
-        ast = env.parse(sql)
-    except TemplateSyntaxError as exc:
-        raise TemplateError(
-            f"{path}:{exc.lineno}: SQL template syntax error: {exc.message}",
-            hint="check the {{ }} and {% %} pairs",
-        ) from None
-    quoted = find_quoted_placeholders(sql)
-    if quoted:
-        first = quoted[0]
-        bare = first.text
-        raise TemplateError(
-            f"{path}:{first.line}: the placeholder {bare} is inside a quoted SQL string",
-            hint=(
-                f"write {bare} without the quotes: dli renders parameters as typed SQL literals "
-                f"(e.g. WHERE d = {bare} becomes WHERE d = DATE '2024-01-15'); to build text, "
-                "concatenate in Jinja: {{ 'prefix_' ~ name }}"
-            ),
-        )
+    tree = parse(sql, path)
+    read, macros = _scan(tree, path)
     names = {p.name for p in spec.parameters}
-    unknown = sorted(_free_names(ast) - names - {"params", "range", "dict", "lipsum", "cycler", "joiner", "namespace"})
+    unknown = sorted(read - names - _BUILTIN_NAMES)
     if unknown:
         import difflib
 
@@ -200,83 +64,151 @@ def check_template(sql: str, spec: DatasetSpec, path: str) -> None:
             f"{path}: the SQL uses {', '.join(repr(n) for n in unknown)}, which the spec does not declare",
             hint=f"{suggestion}declare it under parameters, or fix the name (declared: {', '.join(sorted(names)) or 'none'})",
         )
+    nonce = _nonce(sql)
+    text, slots = _sentinel_render(tree, macros, nonce)
+    if slots:
+        dialect = spec.resolved_engine
+        find_placeholders(text, tokenize(text, dialect, path), slots, nonce, dialect=dialect, path=path, source=sql)
 
 
-def _free_names(ast: jinja2.nodes.Template) -> set[str]:
-    """Names a template reads that it does not set itself (``{% set %}``, loop and macro variables).
+def _nonce(sql: str) -> str:
+    import secrets
 
-    Coarser than ``jinja2.meta.find_undeclared_variables`` about scopes (a name set anywhere counts as
-    set everywhere) and a third of its cost, which runs once per spec on every cold parse; rendering
-    stays strict (``StrictUndefined``) whatever this misses.
+    nonce = secrets.token_hex(4)
+    while nonce in sql:
+        nonce = secrets.token_hex(4)
+    return nonce
+
+
+def _scan(tree: nodes.Template, path: str) -> tuple[set[str], dict[str, nodes.Macro]]:
+    """One pass over the template: refused tags and names, the names it reads but does not set, its macros.
+
+    Coarser than ``jinja2.meta.find_undeclared_variables`` about scopes (a name set anywhere counts as set
+    everywhere) and a fraction of its cost, which runs once per spec on every cold parse; rendering stays
+    strict (``StrictUndefined``) whatever this misses.
     """
     from jinja2 import nodes
 
+    from dli_airflow.sandbox import environment
+
+    filters = environment().filters
     read: set[str] = set()
     bound: set[str] = set()
-    for node in ast.find_all(nodes.Name):
-        (read if node.ctx == "load" else bound).add(node.name)
-    if ast.find(nodes.For) is not None:
-        bound.add("loop")
-    for macro in ast.find_all(nodes.Macro):
-        bound.add(macro.name)
-    if ast.find(nodes.Macro) is not None or ast.find(nodes.CallBlock) is not None:
-        bound.update(("varargs", "kwargs", "caller"))
-    return read - bound
+    macros: dict[str, nodes.Macro] = {}
+    for node in tree.find_all(nodes.Node):
+        error = refusal(node, path)
+        if error is not None:
+            raise error
+        if isinstance(node, nodes.Name):
+            (read if node.ctx == "load" else bound).add(node.name)
+        elif isinstance(node, nodes.Filter) and node.name not in filters:
+            raise TemplateError(
+                f"{path}:{node.lineno}: the filter {node.name!r} is not available in a dataset's SQL",
+                hint=f"use one of: {', '.join(sorted(filters))}",
+            )
+        elif isinstance(node, nodes.For):
+            bound.add("loop")
+        elif isinstance(node, nodes.Macro):
+            macros[node.name] = node
+            bound.update((node.name, "varargs", "kwargs", "caller"))
+        elif isinstance(node, nodes.CallBlock):
+            bound.update(("varargs", "kwargs", "caller"))
+    return read - bound, macros
+
+
+def _sentinel_render(tree: nodes.Template, macros: Mapping[str, nodes.Macro], nonce: str) -> tuple[str, list[Slot]]:
+    """The template's text along one branch of its control flow, a sentinel for every ``{{ … }}``."""
+    from jinja2 import nodes
+
+    out: list[str] = []
+    slots: list[Slot] = []
+    size = [0]
+
+    def write(text: str) -> None:
+        size[0] += len(text)
+        if size[0] > _STATIC_MAX_CHARS:
+            raise TemplateError(
+                f"the SQL template expands to more than {_STATIC_MAX_CHARS:,} characters",
+                hint="call fewer macros from macros",
+            )
+        out.append(text)
+
+    def expression(node: nodes.Expr, depth: int, caller: list[nodes.Node] | None) -> None:
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name):
+            # a macro's output is SQL text of the template: expanded where it is called (deeper than
+            # _STATIC_DEPTH it is left out here; every run checks its own render)
+            if node.node.name in macros:
+                if depth < _STATIC_DEPTH:
+                    body(macros[node.node.name].body, depth + 1, None)
+                return
+            if node.node.name == "caller" and caller is not None:
+                if depth < _STATIC_DEPTH:
+                    body(caller, depth + 1, None)
+                return
+        kind = node.name if isinstance(node, nodes.Filter) and node.name in ("identifier", "literal") else "value"
+        slots.append(Slot(kind, None, node.lineno))  # type: ignore[arg-type]
+        write(sentinel(nonce, len(slots) - 1))
+
+    def body(items: list[nodes.Node], depth: int, caller: list[nodes.Node] | None) -> None:
+        for node in items:
+            if isinstance(node, nodes.Output):
+                for child in node.nodes:
+                    if isinstance(child, nodes.TemplateData):
+                        write(child.data)
+                    else:
+                        expression(child, depth, caller)
+            elif isinstance(node, (nodes.If, nodes.For, nodes.With, nodes.Scope, nodes.ScopedEvalContextModifier,
+                                   nodes.Block)):
+                body(node.body, depth, caller)
+            elif isinstance(node, nodes.CallBlock):
+                target = node.call.node
+                if isinstance(target, nodes.Name) and target.name in macros:
+                    if depth < _STATIC_DEPTH:
+                        body(macros[target.name].body, depth + 1, node.body)
+                else:
+                    expression(node.call, depth, caller)
+
+    body(tree.body, 0, None)
+    return "".join(out), slots
+
+
+# -- rendering ------------------------------------------------------------------------------------------------
+
+
+def render_bound(
+    sql: str,
+    values: Mapping[str, Any],
+    *,
+    dialect: str = "duckdb",
+    path: str = "<sql>",
+    target: str | None = None,
+    limits: RenderLimits | None = None,
+) -> BoundSql:
+    """Render a SQL template within its limits and bind its values for the engine.
+
+    :param values: the run's validated parameters (in the context by name and as ``params``)
+    :param dialect: the engine's dialect (``duckdb``, ``trino``, ``bigquery``)
+    :param target: transpile each statement to this dialect and bind there (local runs on DuckDB)
+    :param limits: default ``[dli] render_timeout_seconds`` and ``[dli] max_rendered_bytes``
+    :raises TemplateError: any template failure or misplaced placeholder (DLI-205, with file and line)
+    """
+    text, state = render_with_sentinels(sql, values, path=path, limits=limits)
+    return bind_sql(text, state.slots, state.nonce, dialect=dialect, path=path, source=sql,
+                    target=target if target != dialect else None)
 
 
 def render_sql(sql: str, values: Mapping[str, Any], *, dialect: str = "duckdb", path: str = "<sql>") -> str:
-    """Render a SQL template with validated parameter values as typed literals."""
-    from jinja2.exceptions import SecurityError, UndefinedError
-    from jinja2.exceptions import TemplateError as JinjaTemplateError
+    """The rendered SQL with every value inlined as a typed literal — for reading (the UI, ``--dry-run``).
 
-    env = _environment(dialect)
-    context = dict(values)
-    context["params"] = dict(values)
-    try:
-        return env.from_string(sql).render(context)
-    except UndefinedError as exc:
-        raise TemplateError(f"{path}: {exc.message}", hint="declare the name under parameters") from None
-    except TemplateError as exc:  # a value that has no SQL literal
-        raise TemplateError(f"{path}: {exc.message}", hint=exc.hint) from None
-    except SecurityError as exc:
-        raise TemplateError(f"{path}: not allowed in a SQL template: {exc}") from None
-    except JinjaTemplateError as exc:
-        raise TemplateError(f"{path}: cannot render the SQL: {exc}") from None
-
-
-def split_statements(sql: str, dialect: str = "duckdb") -> list[str]:
-    """Split rendered SQL into statements (comments and empty statements dropped)."""
-    import sqlglot
-    from sqlglot.errors import ParseError, TokenError
-
-    try:
-        tokens = sqlglot.Dialect.get_or_raise(DIALECTS.get(dialect, dialect)).tokenize(sql)
-    except TokenError:
-        return [s for s in (part.strip() for part in sql.split(";")) if s]
-    del ParseError
-    statements: list[str] = []
-    start = 0
-    for token in tokens:
-        if token.token_type.name == "SEMICOLON":
-            chunk = sql[start : token.start].strip()
-            if chunk and _has_code(chunk):
-                statements.append(chunk)
-            start = token.end + 1
-    tail = sql[start:].strip()
-    if tail and _has_code(tail):
-        statements.append(tail)
-    return statements
-
-
-def _has_code(chunk: str) -> bool:
-    without = re.sub(r"--[^\n]*|/\*.*?\*/", "", chunk, flags=re.S)
-    return bool(without.strip())
+    What runs is :func:`render_bound`'s statements, with the values bound.
+    """
+    return render_bound(sql, values, dialect=dialect, path=path).display
 
 
 def parse_sql(sql: str, dialect: str = "duckdb", path: str = "<sql>") -> list[Any]:
     """Parse rendered SQL with sqlglot; errors point at the line and column.
 
-    :raises SqlParseError: with the position of the first error.
+    :raises SqlExecutionError: with the position of the first error.
     """
     import sqlglot
     from sqlglot.errors import ParseError, TokenError
@@ -300,17 +232,21 @@ def parse_sql(sql: str, dialect: str = "duckdb", path: str = "<sql>") -> list[An
 
 @dataclass(frozen=True)
 class RenderedRun:
-    """A dataset's SQL rendered for one run: the validated parameters and the statements."""
+    """A dataset's SQL rendered for one run: the validated parameters and the bound statements."""
 
     dataset: str
     engine: str
     dialect: str
     parameters: dict[str, Any]
-    statements: tuple[str, ...]
+    statements: tuple[BoundStatement, ...]
     transpiled_from: str | None = None
-    #: (line, column) where each statement starts in the rendered SQL of the engine's dialect
-    positions: tuple[tuple[int, int], ...] = ()
+    #: the whole rendered SQL with the values inlined, for reading
+    display: str = ""
 
+    @property
+    def positions(self) -> tuple[tuple[int, int], ...]:
+        """(line, column) where each statement starts in the rendered SQL of the engine's dialect."""
+        return tuple((s.line, s.column) for s in self.statements)
 
 
 def render_entry(
@@ -319,12 +255,14 @@ def render_entry(
     *,
     execution_date: date | None = None,
     target_dialect: str | None = None,
+    limits: RenderLimits | None = None,
 ) -> RenderedRun:
-    """Validate parameters and render the dataset's SQL.
+    """Validate parameters, render the dataset's SQL and bind its values.
 
     :param execution_date: the date filled into ``execution_date`` when it is declared and not given.
     :param target_dialect: render for the engine's own dialect, then transpile to this one (local runs of
-        Trino/BigQuery SQL on DuckDB).
+        Trino/BigQuery SQL on DuckDB), the values bound as parameters of the transpiled statements
+    :param limits: the render's limits (default from ``[dli]``)
     """
     from dli_airflow.params import resolve_parameters
 
@@ -332,57 +270,34 @@ def render_entry(
     values = resolve_parameters(spec, given, execution_date=execution_date)
     engine = spec.resolved_engine
     path = entry.sql_path or entry.path
-    sql = render_sql(entry.sql, values, dialect=engine, path=path)
-    statements = split_statements(sql, engine)
-    if not statements:
+    target = target_dialect if target_dialect and target_dialect != engine else None
+    bound = render_bound(entry.sql, values, dialect=engine, path=path, target=target, limits=limits)
+    if not bound.statements:
         raise ParameterError(f"{path}: the rendered SQL has no statement", hint="check the {% if %} blocks of the SQL")
-    positions = statement_positions(sql, statements)
-    transpiled_from = None
-    if target_dialect and target_dialect != engine:
-        from dli_airflow.transpile import transpile
-
-        statements = [
-            transpile(s, engine, target_dialect, path, line=line, column=column)
-            for s, (line, column) in zip(statements, positions)
-        ]
-        transpiled_from = engine
     return RenderedRun(
         dataset=spec.name,
         engine=engine,
-        dialect=target_dialect or engine,
+        dialect=target or engine,
         parameters=values,
-        statements=tuple(statements),
-        transpiled_from=transpiled_from,
-        positions=tuple(positions),
+        statements=bound.statements,
+        transpiled_from=engine if target else None,
+        display=bound.display,
     )
-
-
-def statement_positions(sql: str, statements: list[str]) -> list[tuple[int, int]]:
-    """The (line, column) where each statement of :func:`split_statements` starts in ``sql`` (1-based)."""
-    positions: list[tuple[int, int]] = []
-    cursor = 0
-    for statement in statements:
-        found = sql.find(statement, cursor)
-        if found < 0:  # pragma: no cover - split_statements returns substrings
-            positions.append((1, 1))
-            continue
-        cursor = found + len(statement)
-        line = sql.count("\n", 0, found) + 1
-        positions.append((line, found - (sql.rfind("\n", 0, found) + 1) + 1))
-    return positions
 
 
 __all__ = [
     "DIALECTS",
+    "BoundSql",
+    "BoundStatement",
+    "RenderLimits",
     "RenderedRun",
     "SqlFragment",
     "check_template",
-    "find_quoted_placeholders",
     "parse_sql",
+    "render_bound",
     "render_entry",
     "render_sql",
     "split_statements",
     "sql_identifier",
     "sql_literal",
-    "statement_positions",
 ]

@@ -1,9 +1,12 @@
 """The S3 spec store: ``code/`` and ``manual/`` under ``s3://bucket/prefix``.
 
 A listing is one paginated ``ListObjectsV2`` per prefix (each object's ETag is its version); a file is
-read with one ``GetObject``; a manual spec is written with one ``PutObject`` per object and removed
-with ``DeleteObject``. Writes go through :meth:`SpecStore.put_manual` / :meth:`SpecStore.delete_manual`,
-whose guard refuses anything outside ``manual/``.
+read with one ``GetObject``, bounded: an object the listing shows over its size limit is not fetched,
+and every GET asks for at most the limit plus one byte (``Range``). A manual spec is written with one
+conditional ``PutObject`` per object (``If-None-Match: *`` to create, ``If-Match: <etag>`` to replace)
+and removed with ``DeleteObject`` (``If-Match`` where the server honours it). A probe, once per process
+and store, checks that the server honours those headers; where it does not, writes are refused. Writes go
+through :class:`SpecStore`'s ``*_manual`` methods, whose guard refuses anything outside ``manual/``.
 
 The client comes from the amazon provider's ``S3Hook`` with ``[dli] aws_conn_id`` when Airflow is
 importable and that connection exists (an ``endpoint_url`` in its extra points it at any S3-compatible
@@ -18,18 +21,21 @@ credential).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import secrets
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from dli_airflow.errors import ConfigError, SpecValidationError, StoreUnavailableError
+from dli_airflow.errors import ConfigError, DliError, StoreUnavailableError, WorkflowRegistrationError
 from dli_airflow.spec import SourceType
-from dli_airflow.store import SpecStore, StoreFile
+from dli_airflow.store import ManualFile, SpecStore, StoreFile, conflict, file_error, read_limit, too_large
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -50,6 +56,21 @@ _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExc
 _DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "ExpiredToken", "InvalidToken", "403"}
 _USERINFO = re.compile(r"//[^/@\s]+@")
+#: An ETag no object has: what the probe sends to see a condition refused.
+_NO_SUCH_ETAG = '"dli-probe-no-such-etag"'
+
+
+class Conditional(NamedTuple):
+    """Which conditional requests an S3 server honours (found by :meth:`S3Store.conditional_writes`)."""
+
+    create: bool  #: ``PutObject`` with ``If-None-Match: *`` fails when the key exists
+    replace: bool  #: ``PutObject`` with ``If-Match: <etag>`` fails when the ETag differs
+    delete: bool  #: ``DeleteObject`` with ``If-Match: <etag>`` fails when the ETag differs
+
+
+#: Probe results per (endpoint, store): a server does not change its mind within one process.
+_PROBED: dict[tuple[str, str], Conditional] = {}
+_PROBE_LOCK = threading.Lock()
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -221,6 +242,8 @@ class S3Store(SpecStore):
         self.conn_id = conn_id
         self._client = client
         self._deadline: float | None = None
+        #: object sizes from the last listing: an object over its limit is refused without a GET
+        self._sizes: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
@@ -270,6 +293,7 @@ class S3Store(SpecStore):
                     if path.endswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
                         continue
                     files.append(StoreFile(path, str(obj.get("ETag", "")).strip('"')))
+                    self._sizes[path] = int(obj.get("Size") or 0)
                 self._check_deadline()
         except StoreUnavailableError:
             raise
@@ -278,19 +302,49 @@ class S3Store(SpecStore):
         return sorted(files, key=lambda f: f.path)
 
     def read_bytes(self, path: str) -> bytes:
-        """One ``GetObject``. A missing object is a spec problem; anything else, the store being unavailable."""
+        """One bounded ``GetObject``. A missing or too large object is a problem of that file (DLI-202 for a
+        spec, DLI-201 for SQL); anything else, the store being unavailable."""
+        got = self._get(path)
+        if got is None:  # pragma: no cover - only with missing_ok
+            raise file_error(path, self.display(path), "does not exist")
+        return got.data
+
+    def _get(self, path: str, *, missing_ok: bool = False) -> ManualFile | None:
+        """The object's bytes and ETag; at most :func:`~dli_airflow.store.read_limit` + 1 bytes are transferred."""
         self._check_deadline()
+        limit = read_limit(path)
+        shown = self.display(path)
+        size = self._sizes.get(path)
+        if size is not None and size > limit:
+            raise too_large(path, shown, size)  # the listing said so: not even a GET
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
-            return response["Body"].read()
-        except StoreUnavailableError:
+            try:
+                # an empty object has no byte 0 (416 InvalidRange): asked for without a range
+                ranged = {"Range": f"bytes=0-{limit}"} if size != 0 else {}
+                response = self.client.get_object(Bucket=self.bucket, Key=self.key(path), **ranged)
+            except Exception as exc:
+                if _error_code(exc) != "InvalidRange":
+                    raise
+                response = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
+            body = response["Body"]
+            try:
+                total = _object_size(response)
+                if total is not None and total > limit:
+                    raise too_large(path, shown, total)
+                data = body.read(limit + 1)
+            finally:
+                body.close()
+        except DliError:
             raise
         except Exception as exc:
-            from botocore.exceptions import ClientError
-
-            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise SpecValidationError(f"{self.display(path)} does not exist") from None
+            if _error_code(exc) in ("NoSuchKey", "404"):
+                if missing_ok:
+                    return None
+                raise file_error(path, shown, "does not exist") from None
             raise self._unavailable("read", exc) from exc
+        if len(data) > limit:
+            raise too_large(path, shown, len(data))
+        return ManualFile(data, str(response.get("ETag", "")).strip('"'))
 
     def read_many(self, paths: Iterable[str], out: dict[str, bytes] | None = None) -> dict[str, bytes]:
         """Read several objects in parallel; missing ones are left out (reading them again says why).
@@ -306,7 +360,9 @@ class S3Store(SpecStore):
         def one(path: str) -> None:
             try:
                 out[path] = self.read_bytes(path)
-            except SpecValidationError:
+            except StoreUnavailableError:
+                raise
+            except DliError:  # this file's own problem: reading it again says why
                 pass
 
         if len(paths) == 1:
@@ -322,23 +378,141 @@ class S3Store(SpecStore):
                     raise future.exception()  # type: ignore[misc]
         return out
 
-    # -- writes (only through put_manual / delete_manual) ----------------------------------------------
-    def _put(self, path: str, data: bytes) -> None:
-        content_type = "application/yaml" if path.endswith((".yaml", ".yml")) else "text/plain; charset=utf-8"
+    # -- writes (only through SpecStore's *_manual methods: the manual/ guard) -------------------------
+    def conditional_writes(self) -> Conditional:
+        """Which conditional requests this server honours, probed once per process and store.
+
+        The probe writes a hidden object ``manual/.dli-probe-<random>`` (listings skip it), tries to create
+        it again (``If-None-Match: *``), to overwrite it with an ETag it does not have (``If-Match``) and to
+        delete it with that ETag, then removes it. A server that accepts any of those ignores the header.
+        """
+        probed_key = (str(getattr(getattr(self.client, "meta", None), "endpoint_url", "")), self.url)
+        with _PROBE_LOCK:
+            known = _PROBED.get(probed_key)
+            if known is None:
+                known = _PROBED[probed_key] = self._probe()
+        return known
+
+    def _probe(self) -> Conditional:
+        key = self.key(f"{SourceType.MANUAL.value}/.dli-probe-{secrets.token_hex(8)}")
+        put = self.client.put_object
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=data, ContentType=content_type)
-        except StoreUnavailableError:
+            etag = put(Bucket=self.bucket, Key=key, Body=b"dli probe", IfNoneMatch="*")["ETag"]
+        except Exception as exc:
+            if _refused(exc, (400, 501)):  # the header itself is refused: not honoured
+                return Conditional(False, False, False)
+            raise self._unavailable("probe conditional writes on", exc) from exc
+        gone = False
+        try:
+            create = self._refuses(lambda: put(Bucket=self.bucket, Key=key, Body=b"dli probe", IfNoneMatch="*"))
+            replaced: list[str] = []
+            replace = self._refuses(
+                lambda: replaced.append(put(Bucket=self.bucket, Key=key, Body=b"x", IfMatch=_NO_SUCH_ETAG)["ETag"])
+            )
+            etag = replaced[-1] if replaced else etag
+            delete = self._refuses(lambda: self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=_NO_SUCH_ETAG))
+            gone = not delete
+        finally:
+            if not gone:  # conditional too, so a bucket policy that enforces conditional deletes allows it
+                with contextlib.suppress(Exception):
+                    self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+        log.debug("dli: %s honours conditional create=%s replace=%s delete=%s", self.url, create, replace, delete)
+        return Conditional(create, replace, delete)
+
+    def _refuses(self, call: Callable[[], object]) -> bool:
+        """Whether the server refuses ``call`` as a failed precondition (412, or 409 for a conflict)."""
+        try:
+            call()
+        except Exception as exc:
+            if _refused(exc, (412, 409)):
+                return True
+            if _refused(exc, (400, 501)):
+                return False
+            raise self._unavailable("probe conditional writes on", exc) from exc
+        return False
+
+    def _require(self, what: str, honoured: bool) -> None:
+        if not honoured:
+            raise WorkflowRegistrationError(
+                f"The S3 server of {self.url} ignores conditional writes ({what}), so two registrations at once "
+                "could overwrite each other; dli refuses to write here",
+                hint="use a server that honours If-None-Match and If-Match on PutObject (AWS S3, MinIO, "
+                "Cloudflare R2, moto 5.2, ...), or deploy the spec through code/ instead",
+            )
+
+    def _write(self, action: str, path: str, call: Callable[[], object], lost: str) -> None:
+        try:
+            call()
+        except DliError:
             raise
         except Exception as exc:
-            raise self._unavailable(f"write {path} to", exc) from exc
+            if _refused(exc, (412, 409)) or _error_code(exc) in ("NoSuchKey", "404"):
+                raise conflict(self.display(path), lost) from None
+            raise self._unavailable(f"{action} {path} {'from' if action == 'delete' else 'to'}", exc) from exc
 
-    def _delete(self, path: str) -> None:
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key(path))
-        except StoreUnavailableError:
-            raise
-        except Exception as exc:
-            raise self._unavailable(f"delete {path} from", exc) from exc
+    def _read_current(self, path: str) -> ManualFile | None:
+        return self._get(path, missing_ok=True)
+
+    def _create(self, path: str, data: bytes) -> None:
+        self._require("If-None-Match: * on PutObject", self.conditional_writes().create)
+        self._write("write", path, lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self.key(path), Body=data, ContentType=_content_type(path), IfNoneMatch="*",
+        ), "already exists")
+
+    def _replace(self, path: str, data: bytes, version: str) -> None:
+        self._require("If-Match on PutObject", self.conditional_writes().replace)
+        self._write("write", path, lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self.key(path), Body=data, ContentType=_content_type(path), IfMatch=f'"{version}"',
+        ), "changed or was removed since it was read")
+
+    def _delete(self, path: str, version: str | None) -> None:
+        key = self.key(path)
+        if version is not None and self.conditional_writes().delete:
+            try:
+                self._write("delete", path, lambda: self.client.delete_object(
+                    Bucket=self.bucket, Key=key, IfMatch=f'"{version}"'
+                ), "changed since it was read")
+            except WorkflowRegistrationError:
+                if self._get(path, missing_ok=True) is None:
+                    return  # already gone (404 on a conditional delete): what was asked for
+                raise
+            return
+        if version is not None:
+            # no conditional delete on this server: check the version, then delete (a narrow race)
+            current = self._get(path, missing_ok=True)
+            if current is None:
+                return
+            if current.version != version:
+                raise conflict(self.display(path), "changed since it was read")
+        self._write("delete", path, lambda: self.client.delete_object(Bucket=self.bucket, Key=key), "was removed")
 
 
-__all__ = ["S3Store", "client_config", "describe_failure", "make_client", "parse_url"]
+def _content_type(path: str) -> str:
+    return "application/yaml" if path.endswith((".yaml", ".yml")) else "text/plain; charset=utf-8"
+
+
+def _error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    return str(((response or {}).get("Error") or {}).get("Code") or "") if isinstance(response, dict) else ""
+
+
+def _refused(exc: BaseException, statuses: tuple[int, ...]) -> bool:
+    """Whether ``exc`` is an S3 error answer with one of ``statuses``."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return status in statuses
+
+
+def _object_size(response: dict[str, Any]) -> int | None:
+    """The whole object's size from a (ranged) GET: ``Content-Range: bytes 0-N/TOTAL``, else ``Content-Length``."""
+    content_range = str(response.get("ContentRange") or "")
+    if "/" in content_range:
+        total = content_range.rsplit("/", 1)[1]
+        return int(total) if total.isdigit() else None
+    length = response.get("ContentLength")
+    return int(length) if isinstance(length, int) else None
+
+
+__all__ = ["Conditional", "S3Store", "client_config", "describe_failure", "make_client", "parse_url"]

@@ -13,16 +13,32 @@ import re
 from datetime import date, datetime
 from enum import Enum
 from functools import lru_cache
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dli_airflow._yaml import load_yaml
 from dli_airflow.errors import DliError, Problem, SpecValidationError
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
-PARAM_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A dataset name, matched in full: ``\Z``, not ``$``, which lets a trailing newline through (``"a.b\n"``).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,250}\Z")
+PARAM_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Names starting so (after :func:`name_key`) are dli's own DAGs: ``dli_sync``, ``dli_spec_errors``, its shards'.
+RESERVED_PREFIX = "dli_"
+#: The longest a schedule's ``timeout_seconds`` may be (7 days): the worker's timer refuses far larger ones.
+MAX_TIMEOUT_SECONDS = 7 * 86_400
+#: A cron must fire within this many years from now (``0 0 29 2 *`` does every 4 to 8; ``0 0 30 2 *`` never).
+CRON_HORIZON_YEARS = 10
 
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
 _FALSE = {"false", "f", "no", "n", "0", "off"}
@@ -131,7 +147,7 @@ class ParameterSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not PARAM_NAME_PATTERN.match(value):
+        if not PARAM_NAME_PATTERN.fullmatch(value):
             raise ValueError(
                 f"parameter name {value!r} is not a valid identifier; use letters, digits and _ (e.g. 'start_date')"
             )
@@ -151,9 +167,21 @@ class ParameterSpec(_Model):
             raise ValueError(f"default {value!r} is not a valid {param_type}: {exc}") from None
 
 
+def _whole_number(value: Any) -> Any:
+    """Refuse ``yes``/``no`` where a count belongs: pydantic would take a boolean as 1 or 0."""
+    if isinstance(value, bool):  # a ValueError, which pydantic reports by field (a TypeError would escape)
+        raise ValueError(  # noqa: TRY004
+            f"expected a whole number, got {str(value).lower()} (YAML reads yes/no/on/off as booleans)"
+        )
+    return value
+
+
+_Count = Annotated[int, BeforeValidator(_whole_number)]
+
+
 class RetrySpec(_Model):
-    max_attempts: int = Field(1, ge=0, le=100, description="Retries after the first try (seed 003 §4).")
-    delay_seconds: int = Field(300, ge=0, le=86_400, description="Seconds between tries.")
+    max_attempts: _Count = Field(1, ge=0, le=100, description="Retries after the first try (seed 003 §4).")
+    delay_seconds: _Count = Field(300, ge=0, le=86_400, description="Seconds between tries.")
 
 
 class NotificationSpec(_Model):
@@ -187,13 +215,46 @@ def _valid_cron(value: str) -> bool:
     return bool(croniter.is_valid(value))
 
 
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+@lru_cache(maxsize=1024)
+def _why_never_fires(value: str) -> str | None:
+    """Why a valid cron has no fire time in the next :data:`CRON_HORIZON_YEARS` years (``None``: it fires).
+
+    Airflow takes such a cron and the DAG never runs, with no warning. Once per distinct expression.
+    """
+    from croniter import CroniterBadDateError, croniter
+
+    fields = value.split(" ")
+    if fields[2] in ("*", "?") and not any(c in fields[4] for c in "#Ll"):
+        return None  # any day of the named months: it fires within a year (skips the search, ~0.4 ms)
+    try:
+        croniter(value, datetime.now(), max_years_between_matches=CRON_HORIZON_YEARS).get_next(datetime)
+        return None
+    except CroniterBadDateError:
+        pass
+    days, months = croniter(value).expanded[2:4]
+    months = list(range(1, 13)) if months == ["*"] else [m for m in months if isinstance(m, int)]
+    plain_days = days != ["*"] and all(isinstance(d, int) for d in days)
+    if plain_days and months and min(days) > max(_MONTH_DAYS[m - 1] for m in months):
+        names = [_MONTHS[m - 1] for m in months]
+        shown = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        return f"day {min(days)} of the month never comes in {shown}"
+    return f"it has no fire time in the next {CRON_HORIZON_YEARS} years"
+
+
 class ScheduleSpec(_Model):
     enabled: bool = Field(True, description="false: the DAG is created paused.")
     cron: str | None = Field(None, description="5-field cron, e.g. '0 9 * * *'. Required unless depends_on is set.")
     timezone: str = Field("UTC", description="IANA time zone of the cron, e.g. 'Asia/Seoul'.")
     retry: RetrySpec = Field(default_factory=RetrySpec)
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
-    timeout_seconds: int | None = Field(None, gt=0, description="The task's execution_timeout; the query is cancelled.")
+    timeout_seconds: _Count | None = Field(
+        None, gt=0, le=MAX_TIMEOUT_SECONDS, description="The task's execution_timeout (at most 7 days); the query is cancelled."
+    )
 
     @field_validator("cron")
     @classmethod
@@ -209,6 +270,9 @@ class ScheduleSpec(_Model):
             )
         if not _valid_cron(value):
             raise ValueError(f"cron {value!r} is not a valid cron expression; e.g. '0 9 * * *' is daily at 09:00")
+        reason = _why_never_fires(value)
+        if reason is not None:
+            raise ValueError(f"cron {value!r} never fires: {reason}; Airflow would never run the DAG")
         return value
 
     @field_validator("timezone")
@@ -232,7 +296,10 @@ def _zone_names() -> list[str]:
 class DatasetSpec(_Model):
     """A Dataset Spec file: what to compute (SQL), with which parameters, on what schedule."""
 
-    name: str = Field(description="Dataset name; becomes the DAG id. Letters, digits, _ - . (1-250).")
+    name: str = Field(
+        description="Dataset name; becomes the DAG id. Letters, digits, _ - . (1-250); not starting with '.', '__' "
+        "or 'dli_' (reserved)."
+    )
     type: Literal["Dataset"] = "Dataset"
     owner: str = Field(description="Who answers for it, e.g. an e-mail address.")
     team: str | None = None
@@ -253,14 +320,14 @@ class DatasetSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        _check_dataset_name(value)
+        check_dataset_name(value)
         return value
 
     @field_validator("depends_on")
     @classmethod
     def _depends_on(cls, value: list[str]) -> list[str]:
         for name in value:
-            _check_dataset_name(name)
+            check_dataset_name(name)
         if len(set(value)) != len(value):
             raise ValueError("lists the same dataset twice; keep one")
         return value
@@ -326,13 +393,41 @@ class DatasetSpec(_Model):
         return next((p for p in self.parameters if p.name == name), None)
 
 
-def _check_dataset_name(value: str) -> None:
-    if not NAME_PATTERN.match(value):
-        bad = sorted({c for c in value if not re.match(r"[A-Za-z0-9_.\-]", c)})
+def name_key(name: str) -> str:
+    """The form in which two dataset names are the same dataset to people: case and ``-``/``_`` folded.
+
+    ``Sales-Daily`` and ``sales_daily`` are two DAG ids to Airflow but one name to a reader, and one file
+    on a case-insensitive disk; the catalog reports such look-alikes as a conflict.
+    """
+    return name.lower().replace("-", "_")
+
+
+def check_dataset_name(value: str) -> None:
+    """Refuse a name that cannot be a dataset's DAG id and file name, or that dli keeps for itself.
+
+    :raises ValueError: with the reason and the fix.
+    """
+    if not NAME_PATTERN.fullmatch(value):
+        bad = sorted({c for c in value if not NAME_PATTERN.fullmatch(c)})
         reason = f"has characters {''.join(bad)!r} that are not allowed" if bad else "must be 1-250 characters"
         raise ValueError(f"dataset name {value!r} {reason}; use letters, digits, '_', '-' and '.'")
     if ".." in value:
         raise ValueError(f"dataset name {value!r} contains '..'; use single dots (e.g. 'catalog.schema.table')")
+    if value.startswith("."):
+        raise ValueError(
+            f"dataset name {value!r} starts with '.': its file would be hidden and skipped when the store is listed; "
+            "start with a letter or digit"
+        )
+    if value.startswith("__"):
+        raise ValueError(
+            f"dataset name {value!r} starts with '__', which Python keeps for its own names (e.g. __file__); "
+            "start with a letter or digit"
+        )
+    if name_key(value).startswith(RESERVED_PREFIX):
+        raise ValueError(
+            f"dataset name {value!r} starts with {RESERVED_PREFIX!r}, which is reserved for dli's own DAGs "
+            "(dli_sync, dli_spec_errors); choose another prefix, e.g. your team's"
+        )
 
 
 # -- loading -----------------------------------------------------------------------------------------------
@@ -428,6 +523,8 @@ def _problem(err: dict[str, Any], path: str, document: dict[str, Any]) -> Proble
         close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
         message = f"unknown key {key!r}"
         hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(names)}" if names else None)
+    elif kind == "less_than_equal" and field == "schedule.timeout_seconds":
+        hint = "at most 604800 (7 days); leave timeout_seconds out for no limit"
     elif kind == "missing":
         message = "is required but missing"
         hint = _MISSING_HINTS.get(field)
@@ -441,9 +538,17 @@ def _problem(err: dict[str, Any], path: str, document: dict[str, Any]) -> Proble
             if close:
                 hint = f"did you mean {close[0]!r}?"
     elif kind in {"int_parsing", "int_type", "int_from_float", "bool_parsing", "bool_type", "string_type"}:
-        message = f"{err.get('input')!r}: {message[0].lower() + message[1:]}"
+        given = err.get("input")
+        message = f"{given!r}: {message[0].lower() + message[1:]}"
+        if kind == "string_type" and isinstance(given, (bool, int, float, date)):
+            hint = (
+                f"YAML read the unquoted value as a {_YAML_TYPES.get(type(given), type(given).__name__)}; "
+                "put it in quotes to keep the text as written (e.g. \"NO\", \"2024\")"
+            )
     return Problem(message, file=path, field=field or None, hint=hint)
 
+
+_YAML_TYPES = {bool: "boolean", int: "number", float: "number", date: "date", datetime: "timestamp"}
 
 _MISSING_HINTS = {
     "name": "add e.g. 'name: analytics.daily_clicks' (it becomes the DAG id)",
@@ -478,8 +583,10 @@ __all__ = [
     "RetrySpec",
     "ScheduleSpec",
     "SourceType",
+    "check_dataset_name",
     "json_schema",
     "load_spec",
     "load_yaml",
+    "name_key",
     "validate_spec",
 ]

@@ -74,7 +74,7 @@ def _bigquery_estimate(entry: Any, given: dict[str, str]) -> dict[str, Any]:
 
         execution_date = today_in(entry.spec) if entry.spec.parameter("execution_date") is not None else None
         own = render_entry(entry, given, execution_date=execution_date)
-        sizes = BigQueryEngine(spec=entry.spec).dry_run(list(own.statements))
+        sizes = BigQueryEngine(spec=entry.spec).dry_run(own.statements)
     except DliError as exc:
         return {"available": False, "reason": f"[{exc.code}] {exc.message}"}
     except Exception as exc:  # no google extra, no connection, no network: the estimate is optional
@@ -116,7 +116,7 @@ def _print_results(results: list[Any], fmt: OutputFormat, dry_run: bool, estimat
                         "parameters": r.rendered.parameters,
                         "engine": r.rendered.engine,
                         "transpiled_from": r.rendered.transpiled_from,
-                        "statements": list(r.rendered.statements),
+                        "statements": [s.display for s in r.rendered.statements],  # values inlined
                         "rows_affected": [s.rows_affected for s in r.result.statements] if r.result else None,
                         "rows": r.result.records() if r.result else None,
                         "seconds": round(r.seconds, 3),
@@ -136,8 +136,8 @@ def _print_results(results: list[Any], fmt: OutputFormat, dry_run: bool, estimat
         note = f" (transpiled from {r.rendered.transpiled_from})" if r.rendered.transpiled_from else ""
         console.print(f"[bold]{escape(r.rendered.dataset)}[/] {escape(params)}{note}")
         if dry_run:
-            for statement in r.rendered.statements:
-                console.print(Syntax(statement + ";", "sql", word_wrap=True))
+            for statement in r.rendered.statements:  # values inlined for reading; the run binds them
+                console.print(Syntax(statement.display + ";", "sql", word_wrap=True))
             console.print(f"[green]dry run ok[/]: {len(r.rendered.statements)} statement(s) render and parse")
             if estimate is not None:
                 if estimate["available"]:

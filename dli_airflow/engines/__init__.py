@@ -17,6 +17,7 @@ from dli_airflow.engines._base import (
     Engine,
     RunResult,
     StatementResult,
+    Statements,
     run_cancellable,
 )
 
@@ -74,6 +75,7 @@ __all__ = [
     "Engine",
     "RunResult",
     "StatementResult",
+    "Statements",
     "engine_class",
     "engine_for",
     "run_cancellable",

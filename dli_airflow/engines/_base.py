@@ -20,9 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from dli_airflow.bind import BoundStatement
 from dli_airflow.errors import ExecutionError
 
 logger = logging.getLogger(__name__)
+
+#: What an engine runs: statements with their bound values, or plain SQL without any.
+Statements = Sequence[BoundStatement | str]
 
 #: Rows kept per statement in a result (what the CLI prints and the operator pushes to XCom).
 DEFAULT_MAX_ROWS = 1000
@@ -34,7 +38,7 @@ _POLL_SECONDS = 0.2
 
 @dataclass(frozen=True)
 class StatementResult:
-    """What one statement did: its SQL, the rows it affected, and (for queries) the first rows."""
+    """What one statement did: its SQL as sent (placeholders, not values), the rows it affected, the first rows."""
 
     sql: str
     rows_affected: int | None = None
@@ -93,8 +97,8 @@ class Engine(Protocol):
     name: str
     dialect: str
 
-    def run(self, statements: Sequence[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
-        """Run statements in order; stop at the first error (raise an ``ExecutionError``)."""
+    def run(self, statements: Statements, *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
+        """Run statements in order, their values bound; stop at the first error (raise an ``ExecutionError``)."""
 
     def cancel(self) -> None:
         """Cancel what is running (from ``on_kill`` or a timeout); safe to call at any time."""
@@ -132,10 +136,11 @@ class BaseEngine(ABC, Generic[SessionT]):
         self._handle: Any = None
 
     # -- the template ------------------------------------------------------------------------------------
-    def run(self, statements: Sequence[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
-        """Run statements in order on one session; stop at the first error.
+    def run(self, statements: Statements, *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
+        """Run statements in order on one session, each with its values bound; stop at the first error.
 
-        :param statements: the rendered statements, one each
+        :param statements: the rendered statements (:class:`~dli_airflow.bind.BoundStatement`; plain SQL
+            text is a statement without values)
         :param max_rows: rows kept per statement (one more is fetched to tell that there were more)
         :raises ExecutionError: (or a subclass) for the first statement that fails or is cancelled
         """
@@ -145,11 +150,12 @@ class BaseEngine(ABC, Generic[SessionT]):
         results: list[StatementResult] = []
         total = len(statements)
         try:
-            for index, sql in enumerate(statements, start=1):
+            for index, statement in enumerate(statements, start=1):
                 if self._cancelled.is_set():
                     raise self._cancelled_error(index, total)
                 started = time.monotonic()
-                result = self._run_statement(session, sql, index=index, total=total, max_rows=max_rows)
+                bound = BoundStatement.of(statement, self.dialect)
+                result = self._run_statement(session, bound, index=index, total=total, max_rows=max_rows)
                 results.append(replace(result, seconds=time.monotonic() - started))
         finally:
             self._track(None)
@@ -170,9 +176,12 @@ class BaseEngine(ABC, Generic[SessionT]):
         """Open the session the statements of one run share; call :meth:`_track` for a cancellable handle."""
 
     @abstractmethod
-    def _run_statement(self, session: SessionT, sql: str, *, index: int, total: int, max_rows: int) -> StatementResult:
-        """Run one statement and map the engine's errors to DLI errors.
+    def _run_statement(
+        self, session: SessionT, statement: BoundStatement, *, index: int, total: int, max_rows: int
+    ) -> StatementResult:
+        """Run one statement with its values bound and map the engine's errors to DLI errors.
 
+        :param statement: the SQL as the engine takes it (its placeholders) and the values apart
         :param index: the statement's number, from 1 (for messages)
         :param total: how many statements the run has
         :param max_rows: rows to keep
@@ -226,7 +235,7 @@ class BaseEngine(ABC, Generic[SessionT]):
 
 def run_cancellable(
     engine: Engine,
-    statements: Sequence[str],
+    statements: Statements,
     *,
     max_rows: int = DEFAULT_MAX_ROWS,
     interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit),
@@ -239,7 +248,7 @@ def run_cancellable(
     in short slices, so an interrupt is handled at once.
 
     :param engine: the engine to run on
-    :param statements: the rendered statements
+    :param statements: the rendered statements, with their bound values
     :param max_rows: rows kept per statement
     :param interrupts: the exceptions that stop the run: on one, the query is cancelled on the engine,
         the worker gets up to :data:`CANCEL_JOIN_SECONDS` to stop, and the exception is re-raised

@@ -3,6 +3,8 @@
 Needs the ``bigquery`` extra (``pip install 'dli-airflow[bigquery]'``); nothing Google is imported
 until a BigQuery dataset runs. The connection is the spec's ``conn_id`` (default
 ``google_cloud_default``); the spec's ``project`` and ``location`` override the connection's. Each
+statement's values go as named query parameters (``@dli_1``, ``parameterMode: NAMED``), never into the
+SQL text (and never for a name: identifiers are quoted into the text by the ``identifier`` filter). Each
 statement's job id, bytes processed and DML rows affected land in its
 :class:`~dli_airflow.engines.StatementResult`; :meth:`BigQueryEngine.cancel` cancels the running job;
 :meth:`BigQueryEngine.dry_run` reports the bytes each statement would scan. Errors: 403 → DLI-404,
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dli_airflow.engines._base import BaseEngine, StatementResult
@@ -32,6 +33,8 @@ from dli_airflow.errors import (
 if TYPE_CHECKING:
     from google.cloud.bigquery import Client, QueryJob
 
+    from dli_airflow.bind import BoundStatement
+    from dli_airflow.engines._base import Statements
     from dli_airflow.hooks.bigquery import DliBigQueryHook
     from dli_airflow.spec import DatasetSpec
 
@@ -102,20 +105,25 @@ class BigQueryEngine(BaseEngine["Client"]):
                 hint="check the connection's key file, keyfile JSON or workload identity",
             ) from exc
 
-    def dry_run(self, statements: Sequence[str]) -> list[int]:
+    def dry_run(self, statements: Statements) -> list[int]:
         """Bytes each statement would scan, from BigQuery dry-run jobs (nothing runs, nothing is billed).
 
-        :param statements: the rendered statements
+        :param statements: the rendered statements, with their bound values
         """
         from google.cloud.bigquery import QueryJobConfig
+
+        from dli_airflow.bind import BoundStatement
 
         client = self.client()
         sizes: list[int] = []
         try:
-            for index, sql in enumerate(statements, start=1):
+            for index, item in enumerate(statements, start=1):
+                statement = BoundStatement.of(item, self.dialect)
                 config = QueryJobConfig(dry_run=True, use_query_cache=False, use_legacy_sql=False)
+                if statement.values:
+                    config.query_parameters = query_parameters(statement)
                 try:
-                    job = client.query(sql, job_config=config, job_retry=None)
+                    job = client.query(statement.sql, job_config=config, job_retry=None)
                 except Exception as exc:
                     raise self._error(exc, index, len(statements), None) from exc
                 sizes.append(int(job.total_bytes_processed or 0))
@@ -132,11 +140,16 @@ class BigQueryEngine(BaseEngine["Client"]):
         handle.cancel()
         log.info("BigQuery job %s: cancel requested", handle.job_id)
 
-    def _run_statement(self, session: Client, sql: str, *, index: int, total: int, max_rows: int) -> StatementResult:
+    def _run_statement(
+        self, session: Client, statement: BoundStatement, *, index: int, total: int, max_rows: int
+    ) -> StatementResult:
         from google.cloud.bigquery import QueryJobConfig
 
         job: QueryJob | None = None
+        sql = statement.sql
         config = QueryJobConfig(use_legacy_sql=False, labels=self._labels())
+        if statement.values:  # named query parameters: @dli_1 in the SQL, the values apart
+            config.query_parameters = query_parameters(statement)
         try:
             # job_retry=None: a failed job surfaces at once and Airflow's retries (the spec's) apply
             job = session.query(sql, job_config=config, job_id_prefix=JOB_ID_PREFIX, job_retry=None)
@@ -218,6 +231,22 @@ class BigQueryEngine(BaseEngine["Client"]):
                 "job id to the BigQuery admins",
             )
         return ExecutionError(f"{where} failed on BigQuery{jid}: {reason or code}: {message}")
+
+
+def query_parameters(statement: BoundStatement) -> list[Any]:
+    """The statement's values as BigQuery named query parameters (scalars, and arrays of scalars)."""
+    from google.cloud.bigquery import ArrayQueryParameter, ScalarQueryParameter
+
+    from dli_airflow.bind import bigquery_type
+
+    parameters: list[Any] = []
+    for bound in statement.values:
+        kind = bigquery_type(bound.value)
+        if kind.startswith("ARRAY<"):
+            parameters.append(ArrayQueryParameter(bound.name, kind[6:-1], list(bound.value)))
+        else:
+            parameters.append(ScalarQueryParameter(bound.name, kind, bound.value))
+    return parameters
 
 
 def _missing_extra(exc: ImportError) -> ConfigError:

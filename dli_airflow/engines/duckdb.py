@@ -1,4 +1,9 @@
-"""The embedded DuckDB engine (the default): one database file, statements run in order."""
+"""The embedded DuckDB engine (the default): one database file, statements run in order, values bound.
+
+Each statement runs as a prepared statement with its values as parameters (``?``, in order): DuckDB binds
+parameters only in the last statement of a string, so statements run one at a time with exactly their own
+values.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from dli_airflow.errors import ExecutionError, ExecutionPermissionError, SqlExec
 
 if TYPE_CHECKING:
     import duckdb
+
+    from dli_airflow.bind import BoundStatement
 
 
 class DuckDBEngine(BaseEngine["duckdb.DuckDBPyConnection"]):
@@ -66,12 +73,13 @@ class DuckDBEngine(BaseEngine["duckdb.DuckDBPyConnection"]):
         return conn
 
     def _run_statement(
-        self, session: duckdb.DuckDBPyConnection, sql: str, *, index: int, total: int, max_rows: int
+        self, session: duckdb.DuckDBPyConnection, statement: BoundStatement, *, index: int, total: int, max_rows: int
     ) -> StatementResult:
         import duckdb
 
+        sql = statement.sql
         try:
-            cursor = session.execute(sql)
+            cursor = session.execute(sql, statement.positional() or None)
             columns, rows, truncated, affected = _fetch(cursor, max_rows)
         except duckdb.InterruptException as exc:
             raise self._cancelled_error(index, total) from exc
@@ -116,7 +124,7 @@ class DuckDBEngine(BaseEngine["duckdb.DuckDBPyConnection"]):
     def _apply_settings(conn: duckdb.DuckDBPyConnection, settings: Mapping[str, Any]) -> None:
         import duckdb
 
-        from dli_airflow.render import sql_literal
+        from dli_airflow.bind import sql_literal
 
         for name, value in settings.items():
             conn.execute(f"SET {name} = {sql_literal(value)}")

@@ -1,7 +1,10 @@
 """The Trino engine: the Trino provider's ``TrinoHook``, statement by statement on one connection.
 
 The connection is the spec's ``conn_id`` (default ``trino_default``); the spec's ``catalog`` and
-``schema`` override the connection's. Each statement's query id and rows affected land in its
+``schema`` override the connection's. A statement's values are bound: it is sent with ``?`` placeholders
+and the values go through the client (``cursor.execute(sql, values)``), which sends
+``EXECUTE IMMEDIATE '<statement>' USING <values>`` — the values formatted as literals there, never inside
+the statement (servers without ``EXECUTE IMMEDIATE`` get ``PREPARE``/``EXECUTE … USING`` from the client). Each statement's query id and rows affected land in its
 :class:`~dli_airflow.engines.StatementResult`; :meth:`TrinoEngine.cancel` cancels the running query on
 the server (``DELETE nextUri``). Trino's errors become DLI errors: PERMISSION_DENIED → DLI-404, user
 errors (syntax, missing table...) → DLI-405 with the line and column, internal/external/resource
@@ -27,6 +30,7 @@ from dli_airflow.errors import (
 if TYPE_CHECKING:
     from trino.dbapi import Cursor
 
+    from dli_airflow.bind import BoundStatement
     from dli_airflow.hooks.trino import DliTrinoHook
     from dli_airflow.spec import DatasetSpec
 
@@ -83,14 +87,17 @@ class TrinoEngine(BaseEngine["Cursor"]):
     def _cancel_handle(self, handle: Cursor) -> None:
         handle.cancel()  # DELETE nextUri: the server stops the query
 
-    def _run_statement(self, session: Cursor, sql: str, *, index: int, total: int, max_rows: int) -> StatementResult:
+    def _run_statement(
+        self, session: Cursor, statement: BoundStatement, *, index: int, total: int, max_rows: int
+    ) -> StatementResult:
         import requests
         from trino.exceptions import Error as TrinoError
         from trino.exceptions import HttpError, TrinoQueryError
 
         cursor = session
+        sql = statement.sql
         try:
-            cursor.execute(sql)
+            cursor.execute(sql, statement.positional() or None)
             log.info("Trino query %s: statement %d of %d", cursor.query_id, index, total)
             rows: list[Any] = []
             if cursor.description:

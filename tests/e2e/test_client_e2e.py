@@ -170,7 +170,8 @@ def test_register_and_unregister_a_manual_workflow(client, airflow, e2e_store, t
     (tmp_path / "mine.sql").write_text("SELECT 1 AS one\n")
     result = client.register(spec, timezone="Europe/Paris")
     assert result.spec_path == "manual/e2e.registered.yaml"
-    assert (e2e_store / "manual" / "e2e.registered.sql").read_text() == "SELECT 1 AS one\n"
+    assert result.sql_path and result.sql_path.startswith("manual/e2e.registered.")
+    assert (e2e_store / result.sql_path).read_text() == "SELECT 1 AS one\n"
     wait_until(lambda: client.get("e2e.registered") and client.get("e2e.registered").in_airflow, 120, interval=2, what="the DAG")
     assert client.get("e2e.registered").timezone == "Europe/Paris"
     with pytest.raises(WorkflowRegistrationError, match="already registered"):

@@ -13,6 +13,14 @@ client — and through it the Google provider's ``BigQueryHook`` — is pointed 
 - ``POST projects/{p}/queries`` (jobs.query) and ``POST projects/{p}/jobs/{id}/cancel`` (interrupts
   the DuckDB query at once); ``GET /health`` for health checks.
 
+Query parameters (``configuration.query.queryParameters`` with ``parameterMode``, as the client sends a
+``QueryJobConfig(query_parameters=…)``): ``NAMED`` ones stand as ``@name`` in the SQL, ``POSITIONAL`` ones
+as ``?``; each value is converted from its ``parameterType`` (``STRING``, ``INT64``, ``FLOAT64``, ``BOOL``,
+``NUMERIC``, ``DATE``, ``DATETIME``, ``TIMESTAMP``, ``ARRAY``) and bound as a DuckDB parameter of the
+transpiled SQL, never put into its text; a name the SQL uses and no parameter gives is BigQuery's
+``Query parameter 'x' not found`` error. This proves the wire protocol, not BigQuery's own rules for where
+a parameter may stand: DuckDB runs the query.
+
 Bytes processed are 8 per row and column of every table a query reads. Tables listed in
 ``denied_tables`` answer ``accessDenied``; SQL containing a key of ``forced_errors`` fails with that
 ``errorResult``; ``slow_numbers`` is a view that takes minutes to count, for cancellation tests.
@@ -51,6 +59,10 @@ class StandinJob:
     sql: str
     configuration: dict[str, Any]
     dry_run: bool = False
+    #: the query parameters as sent (``name`` → value, converted from its ``parameterType``; POSITIONAL:
+    #: ``"1"``, ``"2"``…) and the mode
+    parameters: dict[str, Any] = field(default_factory=dict)
+    parameter_mode: str | None = None
     state: str = "PENDING"
     schema: list[dict[str, Any]] | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -165,6 +177,16 @@ class BigQueryStandin:
             return 400, _error_body(400, "invalid", "only query jobs are supported by the stand-in")
         if query.get("useLegacySql", True) is not False and "useLegacySql" in query:
             return 400, _error_body(400, "invalid", "legacy SQL is not supported by the stand-in")
+        try:
+            parameters = {
+                p.get("name") or str(i): parameter_value(p["parameterType"], p.get("parameterValue") or {})
+                for i, p in enumerate(query.get("queryParameters") or [], start=1)
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            return 400, _error_body(400, "invalid", f"Invalid query parameter: {exc}")
+        mode = query.get("parameterMode")
+        if parameters and mode not in ("NAMED", "POSITIONAL"):
+            return 400, _error_body(400, "invalid", "Query parameters need parameterMode NAMED or POSITIONAL")
         job = StandinJob(
             project=reference.get("projectId") or project,
             job_id=reference.get("jobId") or f"standin_job_{next(self._ids)}",
@@ -172,6 +194,8 @@ class BigQueryStandin:
             sql=query["query"],
             configuration=configuration,
             dry_run=bool(configuration.get("dryRun")),
+            parameters=parameters,
+            parameter_mode=mode,
         )
         if job.dry_run:
             return self._dry_run(job)
@@ -185,7 +209,8 @@ class BigQueryStandin:
         job_body = {
             "jobReference": {"projectId": project, "jobId": f"standin_query_{next(self._ids)}",
                              "location": body.get("location") or "US"},
-            "configuration": {"query": {"query": body.get("query", ""), "useLegacySql": body.get("useLegacySql", True)},
+            "configuration": {"query": {"query": body.get("query", ""), "useLegacySql": body.get("useLegacySql", True),
+                                        **{k: body[k] for k in ("queryParameters", "parameterMode") if k in body}},
                               "dryRun": body.get("dryRun", False)},
         }
         status, answer = self.insert(project, job_body)
@@ -277,8 +302,12 @@ class BigQueryStandin:
         }
 
     # -- execution on DuckDB -----------------------------------------------------------------------------
-    def _prepare(self, job: StandinJob) -> tuple[Any, str] | None:
-        """Parse, check and transpile; on a problem set ``job.error`` and return None."""
+    def _prepare(self, job: StandinJob) -> tuple[Any, str, Any] | None:
+        """Parse, check and transpile; on a problem set ``job.error`` and return None.
+
+        :returns: the statement, its DuckDB SQL and the DuckDB parameters (a dict for NAMED, a list for
+            POSITIONAL, ``None`` without parameters)
+        """
         for needle, error in self.forced_errors.items():
             if needle in job.sql:
                 job.error = error
@@ -304,7 +333,31 @@ class BigQueryStandin:
                 return None
             table.set("catalog", None)  # the project: DuckDB has the datasets as schemas of one database
         job.statement_type = _statement_type(statement)
-        return statement, statement.sql(dialect="duckdb")
+        bound = self._bind(job, statement)
+        if job.error is not None:
+            return None
+        return statement, statement.sql(dialect="duckdb"), bound
+
+    def _bind(self, job: StandinJob, statement: Any) -> Any:
+        """The DuckDB parameters for the statement: only the names it uses (``@name`` becomes ``$name``)."""
+        if job.parameter_mode == "POSITIONAL":
+            holes = list(statement.find_all(exp.Placeholder))
+            if len(holes) != len(job.parameters):
+                job.error = _error_result(
+                    "invalidQuery", f"Query has {len(holes)} positional parameters but {len(job.parameters)} were given"
+                )
+            return list(job.parameters.values())
+        used = [
+            p.this.name for p in statement.find_all(exp.Parameter)
+            if isinstance(p.this, exp.Var) and not isinstance(p.parent, exp.Parameter)  # @@system variables
+        ]
+        for name in used:
+            if name not in job.parameters:
+                found = re.search(rf"@{re.escape(name)}\b", job.sql)
+                at = f" at [{job.sql.count(chr(10), 0, found.start()) + 1}:{found.start() + 1}]" if found else ""
+                job.error = _error_result("invalidQuery", f"Query parameter '{name}' not found{at}")
+                return None
+        return {name: job.parameters[name] for name in dict.fromkeys(used)} or None
 
     def _bytes(self, cursor: Any, statement: Any) -> int:
         total = 0
@@ -320,12 +373,12 @@ class BigQueryStandin:
     def _dry_run(self, job: StandinJob) -> tuple[int, dict[str, Any]]:
         prepared = self._prepare(job)
         if prepared is not None:
-            statement, duck_sql = prepared
+            statement, duck_sql, bound = prepared
             with self._lock:
                 cursor = self.db.cursor()
             try:
                 if not isinstance(statement, (exp.Create, exp.Drop)):
-                    cursor.execute("EXPLAIN " + duck_sql)  # binds: missing tables and columns fail here
+                    cursor.execute("EXPLAIN " + duck_sql, bound)  # binds: missing tables and columns fail here
                 job.bytes_processed = self._bytes(cursor, statement)
             except duckdb.Error as exc:
                 job.error = _duckdb_error(exc, job.sql)
@@ -345,13 +398,13 @@ class BigQueryStandin:
             prepared = self._prepare(job)
             if prepared is None:
                 return
-            statement, duck_sql = prepared
+            statement, duck_sql, bound = prepared
             for schema in {t.db for t in statement.find_all(exp.Table) if t.db}:
                 cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             job.bytes_processed = self._bytes(cursor, statement)
             if job.cancelled:
                 raise duckdb.InterruptException("cancelled before it started")
-            result = cursor.execute(duck_sql)
+            result = cursor.execute(duck_sql, bound)
             description = result.description
             rows = result.fetchall() if description else []
             if job.statement_type in {"INSERT", "UPDATE", "DELETE", "MERGE"}:
@@ -377,6 +430,34 @@ class BigQueryStandin:
             cursor = job.cursor
             if cursor is not None:
                 cursor.interrupt()
+
+
+def parameter_value(kind: dict[str, Any], value: dict[str, Any]) -> Any:
+    """A query parameter's value as Python, from its ``parameterType`` and ``parameterValue`` (REST form)."""
+    name = kind["type"]
+    if name == "ARRAY":
+        return [parameter_value(kind["arrayType"], item) for item in value.get("arrayValues") or []]
+    raw = value.get("value")
+    if raw is None:
+        return None
+    if name in ("INT64", "INTEGER"):
+        return int(raw)
+    if name in ("FLOAT64", "FLOAT"):
+        return float(raw)
+    if name in ("BOOL", "BOOLEAN"):
+        return str(raw).lower() == "true"
+    if name in ("NUMERIC", "BIGNUMERIC"):
+        return Decimal(str(raw))
+    if name == "DATE":
+        return date.fromisoformat(raw)
+    if name == "DATETIME":
+        return datetime.fromisoformat(raw)
+    if name == "TIMESTAMP":
+        moment = datetime.fromisoformat(raw)
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    if name == "STRING":
+        return str(raw)
+    raise ValueError(f"the stand-in does not know the parameter type {name}")
 
 
 def _statement_type(statement: Any) -> str:

@@ -2,9 +2,10 @@
 
 - :class:`MotoServer`: moto's standalone S3 server (``moto_server``, from ``moto[server]``) in a subprocess;
 - :class:`S3Proxy`: a recording, fault-injecting HTTP proxy in front of it. Requests are counted here, at
-  the server side of the client, never with a botocore stub; on demand it answers an HTTP error (500, 403,
-  503 SlowDown...), closes the connection without answering, or holds the request past the client's
-  read timeout;
+  the server side of the client, never with a botocore stub (with their conditional and ``Range`` headers
+  and the bytes answered); on demand it answers an HTTP error (500, 403, 503 SlowDown...), closes the
+  connection without answering, holds the request past the client's read timeout, or plays a server that
+  ignores conditional writes (drops ``If-None-Match`` / ``If-Match`` before forwarding);
 - :class:`HookReceiver`: records webhook, Slack webhook and Slack API calls (``POST``) and answers what
   each expects.
 
@@ -126,11 +127,16 @@ class MotoServer:
 # --------------------------------------------------------------------------- the proxy
 
 
+#: Request headers the proxy records (lower case).
+RECORDED_HEADERS = ("range", "if-none-match", "if-match")
+
+
 @dataclass(frozen=True)
 class Request:
     method: str
     path: str
     query: dict[str, list[str]]
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_list(self) -> bool:
@@ -170,6 +176,10 @@ class S3Proxy:
         self.upstream_port = upstream_port
         self.requests: list[Request] = []
         self.faulted: list[Request] = []
+        #: (request, bytes of the response body) of every forwarded request
+        self.answered: list[tuple[Request, int]] = []
+        #: methods whose conditional headers are dropped: a server that ignores them
+        self.ignoring: set[str] = set()
         self._fault: Fault | None = None
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -185,12 +195,13 @@ class S3Proxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
-                request = Request(self.command, parts.path, parse_qs(parts.query, keep_blank_values=True))
+                recorded = {k: v for k, v in ((h, self.headers.get(h)) for h in RECORDED_HEADERS) if v is not None}
+                request = Request(self.command, parts.path, parse_qs(parts.query, keep_blank_values=True), recorded)
                 fault = proxy._take_fault(request)
                 if fault is None:
                     with proxy._lock:
                         proxy.requests.append(request)
-                    self._forward(body)
+                    self._forward(body, request)
                     return
                 with proxy._lock:
                     proxy.faulted.append(request)
@@ -216,12 +227,15 @@ class S3Proxy:
                 if self.command != "HEAD":
                     self.wfile.write(payload)
 
-            def _forward(self, body: bytes) -> None:
+            def _forward(self, body: bytes, request: Request) -> None:
                 # one upstream connection per client connection (keep-alive on both sides)
                 upstream = getattr(self, "_upstream", None)
                 if upstream is None:
                     upstream = self._upstream = http.client.HTTPConnection(HOST, proxy.upstream_port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+                dropped = {"connection", "keep-alive"}
+                if self.command in proxy.ignoring:
+                    dropped |= {"if-none-match", "if-match"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 try:
                     upstream.request(self.command, self.path, body=body or None, headers=headers)
                     response = upstream.getresponse()
@@ -237,6 +251,8 @@ class S3Proxy:
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                with proxy._lock:
+                    proxy.answered.append((request, len(data)))
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
@@ -286,6 +302,11 @@ class S3Proxy:
         """Forward everything again."""
         self._release.set()
         self._set(None)
+        self.ignoring.clear()
+
+    def ignore_conditions(self, *methods: str) -> None:
+        """Play a server that ignores ``If-None-Match`` / ``If-Match`` on these methods (default PUT and DELETE)."""
+        self.ignoring = set(methods or ("PUT", "DELETE"))
 
     def _set(self, fault: Fault | None) -> None:
         with self._lock:
@@ -307,6 +328,12 @@ class S3Proxy:
         with self._lock:
             self.requests.clear()
             self.faulted.clear()
+            self.answered.clear()
+
+    def bytes_answered(self, key_part: str) -> int:
+        """Bytes of the response bodies to requests whose path contains ``key_part``."""
+        with self._lock:
+            return sum(n for r, n in self.answered if key_part in r.path)
 
     def lists(self) -> list[Request]:
         return [r for r in self.requests if r.is_list]

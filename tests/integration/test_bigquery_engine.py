@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from dli_airflow.bind import BoundStatement, BoundValue
 from dli_airflow.engines.bigquery import BigQueryEngine
 from dli_airflow.errors import ConfigError, DliError
 from dli_airflow.spec import load_spec
@@ -104,6 +105,58 @@ def test_operator_runs_a_multi_statement_dataset_with_typed_parameters(
     assert all(j.configuration["query"]["useLegacySql"] is False for j in jobs)
     assert jobs[-1].configuration["labels"] == {"dli_dataset": "sales_daily_orders"}
     assert bigquery_standin.execute("SELECT count(*) FROM sales.orders") == [(1,)]
+
+
+HOSTILE_VALUES = [
+    "'); CREATE TABLE pwned AS SELECT 42 AS x; --",
+    "\\'; DROP TABLE sales.orders; --",
+    " || 42 || ",
+    " OR TRUE OR ",
+    "# it's a comment",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_values_travel_as_named_query_parameters_never_in_the_sql(
+    bigquery_conn, bigquery_standin, make_task, run_context, value
+):
+    task = make_task(SPEC, MULTI_STATEMENT_SQL)
+    ctx = run_context(params={"execution_date": "2024-01-15", "customer": value, "amount": 3, "vip": False})
+    task.render_template_fields(ctx)
+    summary = task.execute(ctx)
+    assert summary["rows"][0][0] == value
+    create, delete, insert, select = bigquery_standin.jobs.values()
+    assert "queryParameters" not in create.configuration["query"]  # no values, no parameters
+    for job in (delete, insert, select):
+        query = job.configuration["query"]
+        assert query["parameterMode"] == "NAMED" and "@dli_1" in job.sql and value not in job.sql
+    assert insert.configuration["query"]["queryParameters"] == [
+        {"parameterType": {"type": "STRING"}, "parameterValue": {"value": value}, "name": "dli_1"},
+        {"parameterType": {"type": "DATE"}, "parameterValue": {"value": "2024-01-15"}, "name": "dli_2"},
+        {"parameterType": {"type": "INT64"}, "parameterValue": {"value": "3"}, "name": "dli_3"},
+        {"parameterType": {"type": "BOOL"}, "parameterValue": {"value": "false"}, "name": "dli_4"},
+    ]
+    assert insert.parameters == {"dli_1": value, "dli_2": date(2024, 1, 15), "dli_3": 3, "dli_4": False}
+    assert bigquery_standin.execute("SELECT table_name FROM information_schema.tables WHERE table_name = 'pwned'") == []
+    assert bigquery_standin.execute("SELECT customer FROM sales.orders") == [(value,)]
+
+
+def test_a_parameter_the_sql_uses_and_the_job_lacks_is_a_sql_error(bigquery_conn, bigquery_standin):
+    statement = BoundStatement("SELECT @dli_1, @dli_2", (BoundValue("dli_1", 1),), dialect="bigquery")
+    with pytest.raises(DliError) as info:
+        BigQueryEngine(conn_id=bigquery_conn).run([statement])
+    assert info.value.code == "DLI-405" and "Query parameter 'dli_2' not found" in info.value.message
+
+
+def test_dry_run_sends_the_parameters_too(bigquery_conn, bigquery_standin):
+    bigquery_standin.execute("CREATE SCHEMA ds")
+    bigquery_standin.execute("CREATE TABLE ds.small AS SELECT range AS x FROM range(10)")
+    statement = BoundStatement("SELECT x FROM ds.small WHERE x < @dli_1 AND x IN UNNEST(@dli_2)",
+                               (BoundValue("dli_1", 5), BoundValue("dli_2", [1, 2])), dialect="bigquery")
+    assert BigQueryEngine(conn_id=bigquery_conn).dry_run([statement]) == [80]  # EXPLAIN bound them
+    assert BigQueryEngine(conn_id=bigquery_conn).run([statement]).records() == [{"x": 1}, {"x": 2}]
+    [job] = bigquery_standin.jobs.values()  # the run (a dry run is answered at once and not kept)
+    assert job.parameters == {"dli_1": 5, "dli_2": [1, 2]} and job.parameter_mode == "NAMED"
 
 
 def test_engine_records_job_ids_bytes_and_dml_rows(bigquery_conn, bigquery_standin):

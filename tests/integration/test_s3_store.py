@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +38,13 @@ pytestmark = pytest.mark.integration
 
 from dli_airflow.cache import load_snapshot  # noqa: E402
 from dli_airflow.catalog import open_store, scan  # noqa: E402
-from dli_airflow.errors import StoreUnavailableError, WorkflowPermissionError  # noqa: E402
+from dli_airflow.errors import (  # noqa: E402
+    DliError,
+    SpecValidationError,
+    StoreUnavailableError,
+    WorkflowPermissionError,
+    WorkflowRegistrationError,
+)
 from dli_airflow.factory import ERRORS_DAG_ID, build_dags  # noqa: E402
 from dli_airflow.s3store import S3Store  # noqa: E402
 from dli_airflow.spec import DatasetStatus, SourceType  # noqa: E402
@@ -336,13 +344,14 @@ def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, mo
 
     # every public way of writing, aimed at code/, is refused before any request is made
     attempts = [
-        lambda: store.put_manual("code/sales/orders.yaml", b"x"),
+        lambda: store.create_manual("code/sales/orders.yaml", b"x"),
+        lambda: store.replace_manual("code/sales/orders.yaml", b"x", "etag"),
         lambda: store.delete_manual("code/sales/orders.yaml"),
-        lambda: store.put_manual("manual/../code/sales/orders.yaml", b"x"),
+        lambda: store.create_manual("manual/../code/sales/orders.yaml", b"x"),
         lambda: store.delete_manual("manual/../code/sales/orders.sql"),
-        lambda: store.put_manual("/code/x.yaml", b"x"),
-        lambda: store.put_manual("manual", b"x"),
-        lambda: store.put_manual("manual//x.yaml", b"x"),
+        lambda: store.create_manual("/code/x.yaml", b"x"),
+        lambda: store.create_manual("manual", b"x"),
+        lambda: store.create_manual("manual//x.yaml", b"x"),
         lambda: delete_manual(store, scan(open_store(store_url)).get("sales.returns", SourceType.CODE)),
     ]
     for attempt in attempts:
@@ -355,42 +364,227 @@ def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, mo
         api.unregister("sales.returns")  # code only: DLI-803
     assert s3_proxy.writes() == []
 
-    # registering: the SQL first, the spec last, one PUT each, under manual/
+    # registering: the SQL to a key of its own first, the spec naming it last; every PUT a conditional create
     spec_file = tmp_path / "weekly.yaml"
     spec_file.write_text(spec("reports.weekly", query_file="weekly.sql"))
     (tmp_path / "weekly.sql").write_text("SELECT 7 AS weekly\n")
     api.register(spec_file)
     api.register(spec={"name": "sales.returns", "owner": "a@b.c", "query": "SELECT 1"}, force=True)  # over code
-    puts = [r for r in s3_proxy.writes() if r.method == "PUT"]
-    assert [r.key for r in puts] == [
-        f"{PREFIX}manual/reports.weekly.sql",
+    puts = [r for r in s3_proxy.writes() if r.method == "PUT" and ".dli-probe-" not in r.key]
+    assert [re.sub(r"\.[0-9a-f]{16}\.sql$", ".<key>.sql", r.key) for r in puts] == [
+        f"{PREFIX}manual/reports.weekly.<key>.sql",
         f"{PREFIX}manual/reports.weekly.yaml",
         f"{PREFIX}manual/sales.returns.yaml",
     ]
+    assert all(r.headers.get("if-none-match") == "*" for r in puts)
     snapshot = scan(open_store(store_url))
     assert snapshot.get("reports.weekly").sql == "SELECT 7 AS weekly\n"
+    assert snapshot.get("reports.weekly").sql_path == puts[0].key[len(PREFIX):]
     assert snapshot.get("sales.returns", SourceType.MANUAL).status is DatasetStatus.OVERRIDDEN
 
     s3_proxy.reset()
     api.unregister("reports.weekly")
     api.unregister("sales.returns")  # its manual copy only; the code one stays
-    deletes = [r.key for r in s3_proxy.writes()]
-    assert deletes == [
+    deletes = [r for r in s3_proxy.writes() if ".dli-probe-" not in r.key]
+    assert [r.key for r in deletes] == [
         f"{PREFIX}manual/reports.weekly.yaml",
-        f"{PREFIX}manual/reports.weekly.sql",
+        puts[0].key,
         f"{PREFIX}manual/sales.returns.yaml",
     ]
-    assert all(r.method == "DELETE" for r in s3_proxy.writes())
+    assert all(r.method == "DELETE" for r in deletes)
+    assert deletes[0].headers.get("if-match") and deletes[2].headers.get("if-match")  # only the version read
     assert code_objects() == code_before
     assert scan(open_store(store_url)).get("sales.returns").source is SourceType.CODE
+    every = client.list_objects_v2(Bucket=s3_bucket, Prefix=PREFIX).get("Contents", [])
+    assert not [o["Key"] for o in every if ".dli-probe-" in o["Key"]]  # the probe cleaned up after itself
 
 
 def test_a_write_during_an_outage_is_a_clear_error(store_url, s3_proxy):
     s3_proxy.fail(403)
     with pytest.raises(StoreUnavailableError) as info:
-        open_store(store_url).put_manual("manual/x.yaml", b"name: x\n")
+        open_store(store_url).create_manual("manual/x.yaml", b"name: x\n")
     assert "access denied" in info.value.message and store_url in info.value.message
     assert SECRET_KEY not in info.value.render()
+
+
+# --------------------------------------------------------------------------- hostile objects: bounded reads
+# each object breaks one rule next to the base store; the listing's Size decides before any GET, a GET never
+# transfers more than the limit plus one byte, and the rest of the store keeps resolving
+
+MiB = 1024 * 1024
+S3_READ_CASES = [
+    # (id, objects, code, the path named, fragment, GET of the object allowed)
+    ("spec-2MiB", {"code/big.yaml": b"name: x\n" + b"#" * (2 * MiB)}, "DLI-202", "code/big.yaml",
+     "a spec may be at most 1024 KiB", False),
+    ("sql-12MiB", {"code/q.yaml": spec("s.q", query_file="q.sql"), "code/q.sql": b"SELECT 1 --" + b"x" * (12 * MiB)},
+     "DLI-201", "code/q.sql", "the limit is 10 MB", False),
+    ("sql-exactly-10MiB-plus-1", {"code/q.yaml": spec("s.q", query_file="q.sql"),
+                                  "code/q.sql": b"SELECT 1 --" + b"x" * (10 * MiB - 10)},
+     "DLI-201", "code/q.sql", "the limit is 10 MB", False),
+    ("empty-sql", {"code/q.yaml": spec("s.q", query_file="q.sql"), "code/q.sql": b""}, "DLI-201", "code/q.sql",
+     "the SQL file is empty", True),
+    ("empty-spec", {"code/e.yaml": b""}, "DLI-202", "code/e.yaml", "the file is empty", True),
+    ("manual-spec-2MiB", {"manual/big.yaml": b"name: x\n" + b"#" * (2 * MiB)}, "DLI-202", "manual/big.yaml",
+     "a spec may be at most 1024 KiB", False),
+]
+
+
+@pytest.mark.parametrize(("objects", "code", "where", "fragment", "fetched"), [c[1:] for c in S3_READ_CASES],
+                         ids=[c[0] for c in S3_READ_CASES])
+def test_a_hostile_object_is_one_problem_and_is_never_downloaded_whole(
+    store_url, s3_proxy: S3Proxy, moto_server, s3_bucket, objects, code, where, fragment, fetched
+):
+    load_snapshot(store_url)  # a good parse first: what a hostile object may hold is then known (nothing)
+    upload(moto_server.client(), s3_bucket, objects, prefix=PREFIX)
+    s3_proxy.reset()
+    snapshot = load_snapshot(store_url)
+    assert {e.name for e in snapshot.active} == {"sales.orders", "sales.returns", "reports.adhoc", "reports.quiet"}
+    [problem] = snapshot.problems
+    assert problem.code == code and f"{store_url}/{where}" in problem.message and fragment in problem.message
+    key = f"{PREFIX}{where}"
+    gets = [r for r in s3_proxy.gets() if r.key == key]
+    assert bool(gets) is fetched, s3_proxy.summary()
+    assert all(r.headers.get("range", "").startswith("bytes=0-") or fetched for r in gets)
+    assert s3_proxy.bytes_answered(key) <= 10 * MiB + 1
+
+
+def test_a_get_without_a_listing_asks_for_a_bounded_range(store_url, s3_proxy: S3Proxy, moto_server, s3_bucket):
+    """A 50 MB SQL object read by a store that never listed it: Range asks for the limit plus one byte."""
+    upload(moto_server.client(), s3_bucket, {"code/huge.sql": b"SELECT 1 --" + b"x" * (50 * MiB)}, prefix=PREFIX)
+    s3_proxy.reset()
+    with pytest.raises(SpecValidationError, match="the SQL file is 52.4 MB; the limit is 10 MB"):
+        S3Store(store_url).read_bytes("code/huge.sql")
+    [get] = s3_proxy.gets()
+    assert get.headers["range"] == f"bytes=0-{10 * MiB}"
+    assert s3_proxy.bytes_answered("code/huge.sql") <= 10 * MiB + 1
+
+
+def test_an_object_that_grew_past_its_limit_after_the_listing_keeps_its_last_good_copy(
+    store_url, s3_proxy: S3Proxy, moto_server, s3_bucket
+):
+    good = load_snapshot(store_url)
+    upload(moto_server.client(), s3_bucket, {"code/sales/orders.sql": b"SELECT 2 --" + b"x" * (11 * MiB)},
+           prefix=PREFIX)
+    snapshot = load_snapshot(store_url)
+    assert snapshot.get("sales.orders").sql == good.get("sales.orders").sql  # the last good code copy runs
+    assert snapshot.get("sales.orders", SourceType.MANUAL).status is DatasetStatus.OVERRIDDEN
+    [problem] = snapshot.problems
+    assert problem.code == "DLI-201" and "code/sales/orders.sql" in problem.message
+    assert "sales.orders keeps running from the last good copy" in problem.message
+
+
+# --------------------------------------------------------------------------- conditional writes on S3
+
+ROUNDS = 20
+
+
+def _race(calls) -> list[str]:
+    barrier = threading.Barrier(len(calls))
+    results = [""] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            calls[i]()
+            results[i] = "ok"
+        except DliError as exc:
+            results[i] = exc.code
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_two_writers_creating_one_object_exactly_one_wins_every_round(store_url, s3_proxy: S3Proxy):
+    one, two = S3Store(store_url), S3Store(store_url)  # two clients, two connections
+    for n in range(ROUNDS):
+        key = f"manual/race{n}.yaml"
+        results = _race([lambda k=key: one.create_manual(k, b"A"), lambda k=key: two.create_manual(k, b"B")])
+        assert sorted(results) == ["DLI-801", "ok"], results
+        stored = one.read_manual(key)
+        assert stored is not None and stored.data == (b"A" if results[0] == "ok" else b"B")
+    conditional = [r for r in s3_proxy.writes() if r.method == "PUT" and "/manual/race" in r.key]
+    assert len(conditional) == 2 * ROUNDS and all(r.headers.get("if-none-match") == "*" for r in conditional)
+
+
+def test_two_registrations_of_one_name_exactly_one_wins_and_keeps_its_own_sql(store_url, s3_proxy: S3Proxy):
+    from dli_airflow.registry import prepare_registration, write_manual
+
+    one, two, reader = S3Store(store_url), S3Store(store_url), S3Store(store_url)
+    for n in range(ROUNDS):
+        name = f"race.r{n}"
+        a, b = [prepare_registration(spec={"name": name, "owner": "a@b.c", "query_file": "q.sql"},
+                                     sql=f"SELECT '{w}{n}' AS w") for w in "AB"]
+        results = _race([lambda p=a: write_manual(one, p), lambda p=b: write_manual(two, p)])
+        assert sorted(results) == ["DLI-801", "ok"], results
+        entry = scan(reader).get(name)
+        assert entry.sql == (a if results[0] == "ok" else b).sql  # never the other writer's SQL
+    keys = [o.path for o in reader.list_files(SourceType.MANUAL) if o.path.startswith("manual/race.")]
+    assert len(keys) == 2 * ROUNDS  # one spec and one SQL per name: the losers removed their SQL
+
+
+def test_a_forced_replacement_overtaken_after_its_read_fails(store_url, monkeypatch):
+    from dli_airflow.registry import prepare_registration, write_manual
+
+    store = S3Store(store_url)
+    make = lambda sql: prepare_registration(spec={"name": "team.one", "owner": "a@b.c", "query_file": "q.sql"},  # noqa: E731
+                                            sql=sql)
+    write_manual(store, make("SELECT 0 AS v"))
+    real_read = S3Store.read_manual
+    overtaken: list[bool] = []
+
+    def read_then_overtaken(self, path: str):
+        current = real_read(self, path)
+        if not overtaken:
+            overtaken.append(True)
+            write_manual(S3Store(store_url), make("SELECT 'B' AS v"), force=True)
+        return current
+
+    monkeypatch.setattr(S3Store, "read_manual", read_then_overtaken)
+    with pytest.raises(WorkflowRegistrationError, match="changed or was removed since it was read") as info:
+        write_manual(store, make("SELECT 'A' AS v"), force=True)
+    assert info.value.code == "DLI-801"
+    monkeypatch.setattr(S3Store, "read_manual", real_read)
+    assert scan(S3Store(store_url)).get("team.one").sql == "SELECT 'B' AS v"
+    sql_keys = [f.path for f in S3Store(store_url).list_files(SourceType.MANUAL) if f.path.endswith(".sql")]
+    assert len(sql_keys) == 1  # B's; the first one and A's are gone
+
+
+def test_a_server_that_ignores_conditional_writes_is_refused_before_anything_is_written(
+    store_url, s3_proxy: S3Proxy, moto_server, s3_bucket
+):
+    from dli_airflow.client import WorkflowClient
+
+    s3_proxy.ignore_conditions("PUT")
+    api = WorkflowClient("http://127.0.0.1:9", token="unused", store=store_url)
+    before = {o["Key"] for o in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])}
+    with pytest.raises(WorkflowRegistrationError, match="ignores conditional writes") as info:
+        api.register(spec={"name": "reports.new", "owner": "a@b.c", "query": "SELECT 1"})
+    assert info.value.code == "DLI-801" and "If-None-Match" in info.value.message
+    after = {o["Key"] for o in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])}
+    assert after == before  # nothing written, the probe object removed
+
+
+def test_a_server_without_conditional_deletes_still_unregisters_only_the_version_read(
+    store_url, s3_proxy: S3Proxy, moto_server, s3_bucket
+):
+    from dli_airflow.registry import delete_manual
+
+    s3_proxy.ignore_conditions("DELETE")
+    store = S3Store(store_url)
+    assert store.conditional_writes() == (True, True, False)
+    entry = scan(store).get("reports.adhoc")
+    current = store.read_manual(entry.path)
+    assert current is not None
+    upload(moto_server.client(), s3_bucket, {"manual/adhoc.yaml": spec("reports.adhoc", extra="# v2\n")},
+           prefix=PREFIX)
+    with pytest.raises(WorkflowRegistrationError, match="changed since it was read"):
+        store.delete_manual(entry.path, current.version)  # checked by a GET first: a stale version is refused
+    delete_manual(store, entry)  # reads the current version itself
+    assert "reports.adhoc" not in {e.name for e in scan(store).entries}
 
 
 # --------------------------------------------------------------------------- CLI

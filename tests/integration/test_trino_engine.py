@@ -13,6 +13,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from trino_standin import trino_error
 
+from dli_airflow.bind import BoundStatement, BoundValue
 from dli_airflow.engines.trino import TrinoEngine
 from dli_airflow.errors import ConfigError, ExecutionError
 from dli_airflow.spec import load_spec
@@ -102,6 +103,63 @@ def test_operator_runs_a_multi_statement_dataset_with_typed_parameters(
     task.render_template_fields(ctx)
     assert task.execute(ctx)["rows_affected"] == [None, 1, 1, 1]
     assert trino_standin.execute("SELECT count(*) FROM lake.analytics.orders") == [(1,)]
+
+
+HOSTILE_VALUES = [
+    "$$); CREATE TABLE pwned AS SELECT 42 AS x; SELECT ($$",
+    "'); CREATE TABLE pwned AS SELECT 42 AS x; --",
+    " || 42 || ",
+    " OR TRUE OR ",
+    "\\'; DROP TABLE orders; --",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_values_travel_in_execute_immediate_using_never_in_the_statement(
+    trino_conn, trino_standin, make_task, run_context, value
+):
+    task = make_task(SPEC, MULTI_STATEMENT_SQL)
+    ctx = run_context(params={"execution_date": "2024-01-15", "customer": value, "amount": 7, "vip": True})
+    task.render_template_fields(ctx)
+    summary = task.execute(ctx)
+    assert summary["statements"] == 4 and summary["rows"][0][0] == value
+    sent = [q for q in trino_standin.queries.values() if q.statement != "SELECT 1"]  # not the client's probe
+    assert len(sent) == 4
+    create, delete, insert, select = sent
+    assert not create.sql.startswith("EXECUTE") and create.parameters == []  # no values: sent as it is
+    for query in (delete, insert, select):
+        # what the client sends: EXECUTE IMMEDIATE '<statement with ?>' USING <the values as literals>
+        assert query.sql.startswith("EXECUTE IMMEDIATE '") and " USING " in query.sql
+        assert "?" in query.statement and value not in query.statement
+    assert insert.parameters == [
+        "'" + value.replace("'", "''") + "'", "CAST('2024-01-15' AS DATE)", "7", "TRUE"
+    ]
+    # no extra statement ran, no table was created
+    assert trino_standin.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_name = 'pwned'"
+    ) == []
+    assert trino_standin.execute("SELECT customer FROM lake.analytics.orders") == [(value,)]
+
+
+def test_the_client_probes_for_execute_immediate_and_the_standin_answers(trino_conn, trino_standin):
+    from trino.dbapi import must_use_legacy_prepared_statements
+
+    must_use_legacy_prepared_statements.put(("127.0.0.1", trino_standin.port), None)
+    engine = TrinoEngine(conn_id=trino_conn)
+    statement = BoundStatement("SELECT ? AS d, ? AS who", (BoundValue("dli_1", date(2024, 1, 15)),
+                                                          BoundValue("dli_2", "o'brien")), dialect="trino")
+    assert engine.run([statement]).records() == [{"d": date(2024, 1, 15), "who": "o'brien"}]
+    probe = trino_standin.last_query("EXECUTE IMMEDIATE 'SELECT 1'")
+    assert probe.state == "FINISHED" and probe.statement == "SELECT 1"
+    assert must_use_legacy_prepared_statements.get(("127.0.0.1", trino_standin.port)) is False
+
+
+def test_a_parameter_count_that_does_not_match_is_a_sql_error(trino_conn, trino_standin):
+    statement = BoundStatement("SELECT ?, ?", (BoundValue("dli_1", 1),), dialect="trino")
+    with pytest.raises(ExecutionError) as info:
+        TrinoEngine(conn_id=trino_conn).run([statement])
+    assert info.value.code == "DLI-405" and "INVALID_PARAMETER_USAGE" in info.value.message
+    assert "expected 2 but found 1" in info.value.message
 
 
 def test_engine_records_query_ids_rows_and_truncation(trino_conn, trino_standin):

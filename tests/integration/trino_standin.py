@@ -10,7 +10,15 @@ It speaks what the unmodified ``trino`` client (and so the provider's ``TrinoHoo
   ``data``, ``updateType``/``updateCount``), or an ``error`` object (``errorName``, ``errorType``,
   ``errorCode``, ``errorLocation``) — the last page has no ``nextUri`` and ``state: FINISHED|FAILED``;
 - ``DELETE nextUri`` cancels: it interrupts the DuckDB query at once and answers 204;
+- ``EXECUTE IMMEDIATE '<statement>' [USING <expression>, …]``, what the client sends for
+  ``cursor.execute(sql, params)`` (and, without ``USING``, as its probe of whether the server has
+  ``EXECUTE IMMEDIATE``): the ``?`` placeholders of the statement take the ``USING`` expressions in order, on
+  the syntax tree, as Trino binds parameters — never as text; a count that does not match fails with
+  ``INVALID_PARAMETER_USAGE``. The query keeps the statement and the parameters apart (``statement``,
+  ``parameters``) for tests;
 - ``GET /v1/info`` for health checks.
+
+It proves the wire protocol, not Trino's own rules for where a parameter may stand: DuckDB runs the query.
 
 The catalog is a DuckDB database (``memory`` is the default one; others are attached in memory on first
 use) and the schema a DuckDB schema, created on first use. Tables listed in ``denied_tables`` answer
@@ -54,6 +62,7 @@ _ERROR_CODES = {
     "SCHEMA_NOT_FOUND": 48,
     "TABLE_ALREADY_EXISTS": 50,
     "TYPE_MISMATCH": 58,
+    "INVALID_PARAMETER_USAGE": 86,
     "GENERIC_USER_ERROR": 0,
     "GENERIC_INTERNAL_ERROR": 65536,
 }
@@ -97,10 +106,61 @@ class StandinQuery:
     cursor: Any = None
     pages: dict[int, dict[str, Any]] = field(default_factory=dict)
     offset: int = 0
+    #: the statement as written (inside ``EXECUTE IMMEDIATE``, else the SQL sent) and its ``USING`` values
+    statement: str = ""
+    parameters: list[str] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
         return (self.ended or time.monotonic()) - self.started
+
+
+class ParameterUsageError(Exception):
+    """The ``USING`` values do not match the statement's ``?`` placeholders."""
+
+
+def execute_immediate(sql: str) -> tuple[str, list[Any]] | None:
+    """``(statement, [USING expressions])`` of ``EXECUTE IMMEDIATE '<statement>' [USING a, b, …]``, else None.
+
+    The statement is the string literal as Trino reads it (``''`` is one quote); the expressions are
+    sqlglot trees of the literals the client formatted (``'o''brien'``, ``DATE '2024-01-15'``,
+    ``DOUBLE '0.5'``, ``true``, ``NULL``, ``ARRAY[…]``).
+    """
+    dialect = sqlglot.Dialect.get_or_raise("trino")
+    head = dialect.tokenize(sql)
+    if not head or head[0].text.upper() != "EXECUTE":
+        return None
+    rest = sql[head[0].end + 1 :]  # sqlglot reads what follows EXECUTE as one command string: read it again
+    tokens = dialect.tokenize(rest)
+    if len(tokens) < 2 or tokens[0].text.upper() != "IMMEDIATE" or tokens[1].token_type.name != "STRING":
+        return None
+    statement = tokens[1].text
+    if len(tokens) == 2:
+        return statement, []
+    if tokens[2].text.upper() != "USING":
+        raise sqlglot.errors.ParseError(f"mismatched input '{tokens[2].text}'. Expecting: 'USING', <EOF>")
+    values = sqlglot.parse_one("SELECT " + rest[tokens[2].end + 1 :], read="trino")
+    return statement, list(values.expressions)
+
+
+def bind_parameters(statement: str, values: list[Any]) -> Any:
+    """The statement's tree with each ``?`` replaced by its value, in the order the ``?`` are written."""
+    holes = [t for t in sqlglot.Dialect.get_or_raise("trino").tokenize(statement) if t.token_type.name == "PLACEHOLDER"]
+    if len(holes) != len(values):
+        raise ParameterUsageError(
+            f"Incorrect number of parameters: expected {len(holes)} but found {len(values)}"
+        )
+    marked, cursor = [], 0
+    for index, hole in enumerate(holes):
+        marked.append(statement[cursor : hole.start])
+        marked.append(f"__standin_parameter_{index}__")
+        cursor = hole.end + 1
+    marked.append(statement[cursor:])
+    tree = sqlglot.parse_one("".join(marked), read="trino")
+    for column in list(tree.find_all(exp.Column)):
+        if column.name.startswith("__standin_parameter_"):
+            column.replace(values[int(column.name.split("_")[-3])].copy())
+    return tree
 
 
 class TrinoStandin:
@@ -186,7 +246,7 @@ class TrinoStandin:
             cursor.close()
 
     def last_query(self, containing: str = "") -> StandinQuery:
-        matching = [q for q in self.queries.values() if containing in q.sql]
+        matching = [q for q in self.queries.values() if containing in q.sql or containing in q.statement]
         if not matching:
             raise AssertionError(f"no query containing {containing!r}; got {[q.sql for q in self.queries.values()]}")
         return matching[-1]
@@ -196,7 +256,7 @@ class TrinoStandin:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for query in list(self.queries.values()):
-                if containing in query.sql and query.state == "RUNNING":
+                if (containing in query.sql or containing in query.statement) and query.state == "RUNNING":
                     return query
             time.sleep(0.02)
         raise AssertionError(f"no running query containing {containing!r} within {timeout}s")
@@ -211,6 +271,14 @@ class TrinoStandin:
             catalog=headers.get("x-trino-catalog"),
             schema=headers.get("x-trino-schema"),
         )
+        try:
+            unwrapped = execute_immediate(sql)
+        except sqlglot.errors.SqlglotError:
+            unwrapped = None  # the run reports the syntax error
+        if unwrapped is not None:
+            query.statement, query.parameters = unwrapped[0], [v.sql(dialect="trino") for v in unwrapped[1]]
+        else:
+            query.statement = sql
         self.queries[query_id] = query
         threading.Thread(target=self._run, args=(query,), name=f"trino-standin-{query_id}", daemon=True).start()
         return query
@@ -303,7 +371,12 @@ class TrinoStandin:
                     query.error = error
                     return
             try:
-                statement = sqlglot.parse_one(query.sql, read="trino")
+                unwrapped = execute_immediate(query.sql)
+                values = unwrapped[1] if unwrapped is not None else []
+                statement = bind_parameters(query.statement, values)
+            except ParameterUsageError as exc:
+                query.error = trino_error(str(exc), "INVALID_PARAMETER_USAGE")
+                return
             except sqlglot.errors.ParseError as exc:
                 first = exc.errors[0] if exc.errors else {}
                 line, col = first.get("line") or 1, first.get("col") or 1
@@ -325,7 +398,7 @@ class TrinoStandin:
         except duckdb.InterruptException:
             query.error = trino_error("Query was canceled", "USER_CANCELED")
         except duckdb.Error as exc:
-            query.error = _duckdb_error(exc, query.sql)
+            query.error = _duckdb_error(exc, query.statement or query.sql)
         finally:
             query.state = "FAILED" if query.error is not None else "FINISHED"
             query.ended = time.monotonic()

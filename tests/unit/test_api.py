@@ -181,3 +181,31 @@ def test_paginate_reads_every_page(server):
     assert [d["dag_id"] for d in dags] == [f"d{i}" for i in range(250)]
     offsets = [r.url.params["offset"] for r in server.requests if r.url.path == "/api/v2/dags"]
     assert offsets == ["0", "100", "200"]
+
+
+def test_a_run_is_retried_through_a_database_lock_and_a_409_of_its_own_write_is_the_run(server):
+    """The client's run: Airflow on SQLite answers 500 when a lock made the write fail; the retry may find
+    the run the first attempt did create (409): that is the run, not an error."""
+    from dli_airflow.client import WorkflowClient
+
+    posted: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v2/dags/d":
+            return httpx.Response(200, json={"dag_id": "d", "is_paused": False, "tags": [{"name": "dli"}]})
+        if request.url.path == "/api/v2/dags/d/details":
+            return httpx.Response(200, json={"params": {}})
+        if request.method == "POST" and request.url.path == "/api/v2/dags/d/dagRuns":
+            posted.append(json.loads(request.content)["dag_run_id"])
+            if len(posted) == 1:
+                return httpx.Response(500, json={"reason": "Database error"})
+            return httpx.Response(409, json={"detail": "already exists"})
+        if request.url.path.startswith("/api/v2/dags/d/dagRuns/"):
+            return httpx.Response(200, json={"dag_run_id": posted[0], "dag_id": "d", "state": "queued"})
+        return server.handler(request)
+
+    # no store at that path: the DAG's params are the check
+    client = WorkflowClient(URL, username="ana", password=PASSWORD, store="/nonexistent",
+                            transport=httpx.MockTransport(handler))
+    result = client.run("d")
+    assert result.run_id == posted[0] == posted[1] and result.run_status.value == "PENDING"

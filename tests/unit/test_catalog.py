@@ -411,3 +411,211 @@ def test_get_broken_dataset_says_why(make_store: MakeStore) -> None:
     with pytest.raises(DatasetNotFoundError) as info:
         scan(LocalStore(root)).get("s.broken")
     assert "has a problem" in info.value.message and "trinoo" in info.value.message
+
+
+# -- unreadable code paths with no last good copy (a first start, `dli spec validate`) ----------------------
+
+from store_faults import deny  # noqa: E402,F401  (a fixture)
+
+
+def _twins(make_store: MakeStore) -> Path:
+    return make_store(
+        {
+            "code/team/a.yaml": "name: team.a\nowner: me\nquery_file: a.sql\n",
+            "code/team/a.sql": "SELECT 1 AS one",
+            "code/other.yaml": spec("other.c"),
+            "manual/a.yaml": spec("team.a", extra="schedule: {cron: '* * * * *'}\n"),
+            "manual/only.yaml": spec("manual.only"),
+        }
+    )
+
+
+def test_an_unreadable_code_folder_without_a_last_good_copy_holds_every_manual_spec(
+    make_store: MakeStore, deny
+) -> None:
+    """Which names the folder holds is unknown, so no manual spec may take over (code always wins)."""
+    root = _twins(make_store)
+    deny(root / "code" / "team")
+    snapshot = scan(LocalStore(root))
+    assert _entries(snapshot) == {
+        ("other.c", "code"): ("active", None),
+        ("team.a", "manual"): ("overridden", "code"),
+        ("manual.only", "manual"): ("overridden", "code"),
+    }
+    [problem] = snapshot.problems
+    assert problem.code == "DLI-503" and f"{root}/code/team/" in problem.message
+    assert "no last good copy" in problem.message and "every manual spec stays overridden" in problem.message
+
+
+def test_an_unreadable_sql_file_holds_only_the_name_its_readable_spec_declares(make_store: MakeStore, deny) -> None:
+    root = _twins(make_store)
+    deny(root / "code" / "team" / "a.sql")
+    snapshot = scan(LocalStore(root))
+    assert _entries(snapshot)[("team.a", "manual")] == ("overridden", "code")
+    assert _entries(snapshot)[("manual.only", "manual")] == ("active", None)
+    [problem] = snapshot.problems
+    assert problem.code == "DLI-201" and f"{root}/code/team/a.sql" in problem.message
+
+
+def test_an_unreadable_manual_folder_holds_nothing_of_code(make_store: MakeStore, deny) -> None:
+    root = _twins(make_store)
+    (root / "manual" / "team").mkdir()
+    (root / "manual" / "team" / "x.yaml").write_text(spec("team.x"))
+    deny(root / "manual" / "team")
+    snapshot = scan(LocalStore(root))
+    assert {e.name for e in snapshot.active} == {"team.a", "other.c", "manual.only"}
+    [problem] = snapshot.problems
+    assert problem.code == "DLI-503" and "manual/team/" in problem.message
+
+
+@pytest.mark.timeout(60)
+def test_spec_validate_reports_a_fifo_and_a_sparse_giant_instead_of_hanging(
+    make_store: MakeStore, dli_command: list[str]
+) -> None:
+    import subprocess
+
+    from store_faults import GiB, fifo, sparse
+
+    root = make_store({"code/ok.yaml": spec("ok.one"), "code/x.yaml": "name: s.x\nowner: me\nquery_file: x.sql\n"})
+    fifo(root / "code" / "x.sql")
+    fifo(root / "code" / "pipe.yaml")
+    sparse(root / "code" / "big.yaml", 2 * GiB)
+    for target in (root, root / "code" / "pipe.yaml"):
+        result = subprocess.run([*dli_command, "spec", "validate", str(target)], capture_output=True, text=True,
+                                timeout=50, check=False)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "a FIFO" in result.stderr
+    assert "a spec may be at most 1024 KiB" in subprocess.run(
+        [*dli_command, "spec", "validate", str(root)], capture_output=True, text=True, timeout=50, check=False
+    ).stderr
+
+
+# -- across specs: look-alike names and depends_on cycles (dli_airflow.storecheck, issue 13) -----------------
+
+# (id, files, the active names, the DLI codes of the problems, fragments of the problems, overridden names)
+LOOK_ALIKES = [
+    ("case-in-code", {"code/a.yaml": spec("Sales.Daily"), "code/b.yaml": spec("sales.daily")},
+     set(), ["DLI-204"], ["'Sales.Daily', 'sales.daily' under code/", "neither is scheduled"], set()),
+    ("dash-underscore-in-code", {"code/a.yaml": spec("sales-daily"), "code/b.yaml": spec("sales_daily")},
+     set(), ["DLI-204"], ["differ only by case or '-'/'_'"], set()),
+    ("three-in-manual", {"manual/a.yaml": spec("m.x-y"), "manual/b.yaml": spec("M.X_Y"), "manual/c.yaml": spec("m.x_y")},
+     set(), ["DLI-204"], ["'M.X_Y', 'm.x-y', 'm.x_y' under manual/"], set()),
+    ("manual-case-of-code", {"code/a.yaml": spec("good.ds2"), "manual/b.yaml": spec("Good.DS2")},
+     {"good.ds2"}, ["DLI-204"], ["'Good.DS2' differs from the code dataset 'good.ds2'", "the code dataset wins"],
+     {"Good.DS2"}),
+    ("manual-dash-of-code", {"code/a.yaml": spec("sales_daily"), "manual/b.yaml": spec("sales-daily")},
+     {"sales_daily"}, ["DLI-204"], ["the code dataset's exact name 'sales_daily'"], {"sales-daily"}),
+    ("manual-look-alike-of-broken-code", {"code/a.yaml": spec("sales.daily", extra="schedule: {cron: x}\n"),
+                                          "manual/b.yaml": spec("Sales.Daily")},
+     set(), ["DLI-201", "DLI-204"], ["'Sales.Daily' differs from the code dataset 'sales.daily'"], {"Sales.Daily"}),
+    ("code-look-alikes-keep-manual-twin-out", {"code/a.yaml": spec("s.A"), "code/b.yaml": spec("s.a"),
+                                                "manual/c.yaml": spec("s.a")},
+     set(), ["DLI-204"], ["under code/"], {"s.a"}),
+    ("dot-is-not-underscore", {"code/a.yaml": spec("sales.daily"), "code/b.yaml": spec("sales_daily")},
+     {"sales.daily", "sales_daily"}, [], [], set()),
+]
+
+
+@pytest.mark.parametrize(("files", "active", "codes", "fragments", "overridden"), [c[1:] for c in LOOK_ALIKES],
+                         ids=[c[0] for c in LOOK_ALIKES])
+def test_look_alike_names_are_a_conflict_and_code_still_wins(
+    make_store: MakeStore, files: dict[str, str], active: set[str], codes: list[str], fragments: list[str],
+    overridden: set[str],
+) -> None:
+    root = make_store({**files, "code/ok.yaml": spec("ok.one"), "manual/ok.yaml": spec("ok.two")})
+    snapshot = scan(LocalStore(root))
+    assert {e.name for e in snapshot.active} == active | {"ok.one", "ok.two"}  # the others still load
+    assert sorted(p.code for p in snapshot.problems) == codes
+    rendered = "\n".join(p.render() for p in snapshot.problems)
+    for fragment in fragments:
+        assert fragment in rendered
+    conflicts = [p for p in snapshot.problems if p.code == "DLI-204"]
+    assert all(p.problems and all(q.field == "name" and q.file for q in p.problems) for p in conflicts)
+    assert {e.name for e in snapshot.entries if e.status is DatasetStatus.OVERRIDDEN} == overridden
+
+
+def _dep(name: str, *upstream: str, paused: bool = False) -> str:
+    schedule = "schedule: {enabled: false, cron: '0 9 * * *'}\n" if paused else ""
+    return spec(name, extra=f"depends_on: [{', '.join(upstream)}]\n{schedule}")
+
+
+# (id, files, the active names, the cycles the problems must name, fragment)
+CYCLES = [
+    ("two-in-code", {"code/a.yaml": _dep("s.a", "s.b"), "code/b.yaml": _dep("s.b", "s.a")},
+     set(), ["'s.a' -> 's.b' -> 's.a'"], "none of them is scheduled"),
+    ("three-in-code", {"code/a.yaml": _dep("s.a", "s.b"), "code/b.yaml": _dep("s.b", "s.c"),
+                       "code/c.yaml": _dep("s.c", "s.a")},
+     set(), ["'s.a' -> 's.b' -> 's.c' -> 's.a'"], "none of them is scheduled"),
+    ("manual-closes-a-code-chain", {"code/a.yaml": _dep("s.a", "s.ext"), "manual/x.yaml": _dep("s.ext", "s.a")},
+     {"s.a"}, ["'s.a' -> 's.ext' -> 's.a'"], "the manual ones ('s.ext') are not scheduled; the code ones keep running"),
+    ("two-manual", {"manual/a.yaml": _dep("m.a", "m.b"), "manual/b.yaml": _dep("m.b", "m.a")},
+     set(), ["'m.a' -> 'm.b' -> 'm.a'"], "none of them is scheduled"),
+    ("a-tail-keeps-running", {"code/a.yaml": _dep("s.a", "s.b"), "code/b.yaml": _dep("s.b", "s.a"),
+                              "code/d.yaml": _dep("s.d", "s.a"), "code/e.yaml": _dep("s.e", "s.d")},
+     {"s.d", "s.e"}, ["'s.a' -> 's.b' -> 's.a'"], ""),
+    ("paused-members-count", {"code/a.yaml": _dep("s.a", "s.b", paused=True), "code/b.yaml": _dep("s.b", "s.a")},
+     set(), ["'s.a' -> 's.b' -> 's.a'"], ""),
+    ("two-disjoint-cycles", {"code/a.yaml": _dep("s.a", "s.b"), "code/b.yaml": _dep("s.b", "s.a"),
+                             "manual/c.yaml": _dep("m.c", "m.d"), "manual/d.yaml": _dep("m.d", "m.c")},
+     set(), ["'s.a' -> 's.b' -> 's.a'", "'m.c' -> 'm.d' -> 'm.c'"], ""),
+    ("overridden-twin-is-no-edge", {"code/a.yaml": _dep("s.a", "s.b"), "code/b.yaml": spec("s.b"),
+                                    "manual/b.yaml": _dep("s.b", "s.a")},
+     {"s.a", "s.b"}, [], ""),
+    ("diamond-is-no-cycle", {"code/a.yaml": _dep("s.a", "s.b", "s.c"), "code/b.yaml": _dep("s.b", "s.d"),
+                             "code/c.yaml": _dep("s.c", "s.d"), "code/d.yaml": spec("s.d")},
+     {"s.a", "s.b", "s.c", "s.d"}, [], ""),
+]
+
+
+@pytest.mark.parametrize(("files", "active", "cycles", "fragment"), [c[1:] for c in CYCLES], ids=[c[0] for c in CYCLES])
+def test_a_depends_on_cycle_of_any_length_is_named_and_not_scheduled(
+    make_store: MakeStore, files: dict[str, str], active: set[str], cycles: list[str], fragment: str
+) -> None:
+    root = make_store({**files, "code/ok.yaml": spec("ok.one")})
+    snapshot = scan(LocalStore(root))
+    assert {e.name for e in snapshot.active} == active | {"ok.one"}
+    assert [p.code for p in snapshot.problems] == ["DLI-201"] * len(cycles)
+    for problem, cycle in zip(sorted(snapshot.problems, key=lambda p: p.message), sorted(cycles)):
+        assert cycle in problem.message and "form a cycle" in problem.message and fragment in problem.message
+        assert all(q.field == "depends_on" and q.file.startswith(str(root)) for q in problem.problems)
+        assert "remove one depends_on entry" in problem.render()
+
+
+def test_a_long_depends_on_chain_and_a_long_cycle_are_checked_without_recursion(make_store: MakeStore) -> None:
+    n = 3000  # deeper than Python's recursion limit
+    files = {f"code/c{i}.yaml": _dep(f"c.{i}", f"c.{i + 1}") for i in range(n)}
+    files.update({f"code/r{i}.yaml": _dep(f"r.{i}", f"r.{(i + 1) % 50}") for i in range(50)})
+    snapshot = scan(LocalStore(make_store(files)))
+    assert {e.name for e in snapshot.active} == {f"c.{i}" for i in range(n)}
+    [problem] = snapshot.problems
+    assert "'r.0' -> 'r.1' -> " in problem.message and len(problem.problems) == 50
+
+
+def test_strong_components_match_reachability() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dli_airflow.storecheck import strong_components
+
+    nodes = [f"n{i}" for i in range(7)]
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(nodes), st.sampled_from(nodes)), max_size=20))
+    def check(edges: list[tuple[str, str]]) -> None:
+        graph = {n: sorted({b for a, b in edges if a == n and b != n}) for n in nodes}
+
+        def reach(start: str) -> set[str]:
+            seen, todo = set(), [start]
+            while todo:
+                for child in graph[todo.pop()]:
+                    if child not in seen:
+                        seen.add(child)
+                        todo.append(child)
+            return seen
+
+        reaches = {n: reach(n) for n in nodes}
+        expected = {frozenset(m for m in nodes if m == n or (m in reaches[n] and n in reaches[m])) for n in nodes}
+        assert {frozenset(c) for c in strong_components(graph)} == {c for c in expected if len(c) > 1}
+
+    check()

@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from dli_airflow.bind import BoundStatement
 from dli_airflow.engines import (
     DEFAULT_MAX_ROWS,
     BaseEngine,
@@ -191,16 +192,18 @@ class FakeEngine(BaseEngine[list]):
     def _close(self, session: list) -> None:
         self.closed += 1
 
-    def _run_statement(self, session: list, sql: str, *, index: int, total: int, max_rows: int) -> StatementResult:
+    def _run_statement(
+        self, session: list, statement: BoundStatement, *, index: int, total: int, max_rows: int
+    ) -> StatementResult:
         self._track(FakeHandle(fail=self.cancel_fails))
         self.running.set()
         if self.block:
             self.release.wait(10)
         if self.cancelled:
             raise self._cancelled_error(index, total, "fake query")
-        session.append(sql)
+        session.append(statement.sql)
         self._track(None)
-        return StatementResult(sql=sql, rows_affected=max_rows)
+        return StatementResult(sql=statement.sql, rows_affected=max_rows)
 
     def _cancel_handle(self, handle: FakeHandle) -> None:
         self.handle_cancels += 1
@@ -273,3 +276,45 @@ def test_engine_class_refuses_an_unknown_engine() -> None:
     with pytest.raises(ConfigError, match="unknown engine 'oracle'") as info:
         engine_class("oracle")
     assert "duckdb, trino, bigquery" in (info.value.hint or "")
+
+
+# -- statements with bound values ----------------------------------------------------------------------
+
+
+def test_duckdb_binds_each_statement_s_own_values(tmp_path: Path) -> None:
+    from datetime import date
+
+    from dli_airflow.bind import BoundValue
+
+    hostile = "'); CREATE TABLE pwned AS SELECT 42 AS x; --"
+    statements = [
+        BoundStatement("CREATE TABLE t AS SELECT ? AS c, ? AS d", (BoundValue("dli_1", hostile),
+                                                                  BoundValue("dli_2", date(2024, 1, 15)))),
+        "INSERT INTO t VALUES ('plain', DATE '2024-01-16')",  # plain SQL: a statement without values
+        BoundStatement("SELECT c FROM t WHERE d >= ? ORDER BY d LIMIT ?", (BoundValue("dli_1", date(2024, 1, 15)),
+                                                                          BoundValue("dli_2", 5))),
+    ]
+    path = tmp_path / "db.duckdb"
+    result = DuckDBEngine(path).run(statements)
+    assert result.statements[-1].rows == ((hostile,), ("plain",))
+    assert result.statements[0].sql == "CREATE TABLE t AS SELECT ? AS c, ? AS d"  # what was sent, never the value
+    with duckdb.connect(str(path)) as con:
+        assert {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()} == {"t"}
+
+
+def test_bigquery_query_parameters_have_the_values_types() -> None:
+    from datetime import date, datetime, timezone
+
+    from dli_airflow.bind import BoundValue
+    from dli_airflow.engines.bigquery import query_parameters
+
+    values = ["o'b", 7, 0.5, True, date(2024, 1, 15), datetime(2024, 1, 15, 10), datetime(2024, 1, 15, tzinfo=timezone.utc),
+              [1, 2], []]
+    statement = BoundStatement("SELECT 1", tuple(BoundValue(f"dli_{i}", v) for i, v in enumerate(values, 1)),
+                               dialect="bigquery")
+    api = [p.to_api_repr() for p in query_parameters(statement)]
+    assert [p["parameterType"]["type"] for p in api] == [
+        "STRING", "INT64", "FLOAT64", "BOOL", "DATE", "DATETIME", "TIMESTAMP", "ARRAY", "ARRAY"
+    ]
+    assert api[7]["parameterType"]["arrayType"] == {"type": "INT64"} and api[0]["parameterValue"] == {"value": "o'b"}
+    assert [p["name"] for p in api] == [f"dli_{i}" for i in range(1, 10)]

@@ -296,10 +296,53 @@ def test_airflow_parses_shard_files_into_every_dag_once(dli_env, monkeypatch, tm
     dags_dir.mkdir()
     for i in range(3):
         (dags_dir / f"dli_datasets_{i}.py").write_text(
-            f"from dli_airflow.factory import build_dags\n\nglobals().update(build_dags(shard={i}, shards=3))\n"
+            f"from dli_airflow.factory import dag_file_globals\n\nglobals().update(dag_file_globals(shard={i}, shards=3))\n"
         )
     bag = BundleDagBag(dag_folder=dags_dir, bundle_path=dags_dir, bundle_name="t", load_op_links=False)
     assert not bag.import_errors
     assert set(bag.dags) == names | {"dli_sync"}
     files = {bag.dags[n].fileloc for n in names}
     assert len(files) == 3
+
+
+# -- the DAG file's globals: names the package controls (issue 13) -------------------------------------------
+
+
+def test_dag_file_globals_key_the_dags_by_package_names_only(dli_env, monkeypatch):
+    from dli_airflow.factory import GLOBALS_PREFIX, dag_file_globals
+
+    monkeypatch.setenv("AIRFLOW__DLI__SPEC_STORE", str(EXAMPLES))
+    by_id = build_dags()
+    module = dag_file_globals()
+    assert list(module) == [f"{GLOBALS_PREFIX}{n}" for n in range(len(by_id))]
+    assert [d.dag_id for d in module.values()] == sorted(by_id)  # the same DAGs, in dag_id order
+    assert "dli_sync" in by_id and not set(module) & set(by_id)
+
+
+def test_the_packaged_dag_file_never_puts_a_dataset_name_in_its_globals():
+    import ast
+
+    source = (ROOT / "dli_airflow" / "dag_files" / "dli_datasets.py").read_text()
+    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+    [update] = [c for c in calls if c.func.attr == "update"]
+    assert ast.unparse(update) == "globals().update(dag_file_globals())"
+    assert "airflow" in source and "dag" in source  # the DagBag's safe mode imports only such files
+
+
+@pytest.mark.parametrize("name", ["dli_sync", "dli_spec_errors", "__file__", ".hidden"])
+def test_a_cached_entry_with_a_reserved_name_never_replaces_a_dli_dag(dli_env, name):
+    """A snapshot cached before such names were refused: the factory refuses them too."""
+    import dataclasses
+
+    from dli_airflow.spec import DatasetSpec
+
+    snapshot = scan(LocalStore(EXAMPLES))
+    good = snapshot.active[0]
+    hostile = dataclasses.replace(good, spec=DatasetSpec.model_construct(**{**dict(good.spec), "name": name}))
+    snapshot = dataclasses.replace(snapshot, entries=(*snapshot.entries, hostile))
+    dags = build_dags(snapshot=snapshot, maintenance=True)
+    assert set(dags) == {e.name for e in snapshot.active if e is not hostile} | {ERRORS_DAG_ID, "dli_sync"}
+    assert "source:code" not in dags["dli_sync"].tags  # still the maintenance DAG, not the dataset
+    assert f"dataset {name!r} cannot become a DAG" in dags[ERRORS_DAG_ID].doc_md
+    assert [t.task_id for t in dags[ERRORS_DAG_ID].tasks] == ["report"]
+

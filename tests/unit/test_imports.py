@@ -29,6 +29,7 @@ NEVER_AIRFLOW = [
     "dli_airflow.transpile",
     "dli_airflow.store",
     "dli_airflow.catalog",
+    "dli_airflow.storecheck",
     "dli_airflow.cache",
     "dli_airflow.workflow",
     "dli_airflow._api",

@@ -275,7 +275,9 @@ def test_dry_run_renders_and_parses_but_runs_nothing(entry_for: Callable[[str], 
     result = run_entry(entry_for(FAILS_ON_JAN_2), {"execution_date": "2024-01-02"}, dry_run=True, duckdb_path=str(db))
     assert result.result is None
     assert len(result.rendered.statements) == 3
-    assert "DATE '2024-01-02'" in result.rendered.statements[2]
+    third = result.rendered.statements[2]
+    assert "DATE '2024-01-02'" in third.display  # for reading: the value inlined
+    assert "2024-01-02" not in third.sql and third.positional() == [date(2024, 1, 2)]  # what runs binds it
     assert not db.exists()
 
 

@@ -124,7 +124,56 @@ def test_the_previous_run_is_looked_up_only_for_a_dli_backfill() -> None:
     assert ti.lookups == 0 and "DATE '2024-01-15'" in task.sql
 
 
+def test_a_manual_run_of_the_task_sdk_without_a_required_parameter_fails() -> None:
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    # the Task SDK's enum stringifies as "DagRunType.MANUAL": the operator hands the run type over as it is
+    ctx = context(logical=datetime(2024, 1, 15, 17, tzinfo=timezone.utc))
+    ctx["dag_run"].run_type = DagRunType.MANUAL
+    with pytest.raises(AirflowFailException, match="DLI-203.*execution_date"):
+        make_task().render_template_fields(ctx)
+    ctx["dag_run"].run_type = DagRunType.SCHEDULED
+    task = make_task()
+    task.render_template_fields(ctx)
+    assert "DATE '2024-01-16'" in task.sql  # the scheduled date, in Tokyo
+
+
 # -- execute ---------------------------------------------------------------------------------------------
+
+
+def test_execute_renders_what_runs_itself_and_binds_the_values(duckdb_file: Path) -> None:
+    import duckdb
+
+    hostile = "'); CREATE TABLE pwned AS SELECT 42 AS x; --"
+    task = make_task("CREATE TABLE kept AS SELECT {{ customer }} AS c, {{ execution_date }} AS d;\nSELECT c, d FROM kept")
+    ctx = context(params={"execution_date": "2024-01-15", "customer": hostile})
+    summary = task.execute(ctx)  # no render_template_fields first: execute renders (within its limits) itself
+    assert summary["statements"] == 2 and summary["rows"] == [[hostile, "2024-01-15"]]
+    assert "SELECT '''); CREATE TABLE pwned" in task.sql  # the field shows the value inlined, for reading
+    with duckdb.connect(str(duckdb_file), read_only=True) as conn:
+        tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert tables == {"kept"}
+
+
+def test_a_render_past_its_time_limit_fails_inside_execute_without_retry(
+    duckdb_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__DLI__RENDER_TIMEOUT_SECONDS", "0.3")
+    task = make_task("SELECT 1\n{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+    started = time.monotonic()
+    with pytest.raises(AirflowFailException, match=r"DLI-205.*code/orders\.sql:2: rendering the SQL took longer than 0\.3 s"):
+        task.execute(context(params={"execution_date": "2024-01-15"}))
+    assert time.monotonic() - started < 5
+    assert not duckdb_file.exists()  # no engine was even opened
+
+
+def test_a_placeholder_in_a_string_fails_before_any_sql_runs(duckdb_file: Path) -> None:
+    task = make_task("SELECT regexp_matches('x', $$^{{ customer }}$$)")
+    with pytest.raises(AirflowFailException, match="DLI-205.*inside a quoted SQL string"):
+        task.render_template_fields(context(params={"execution_date": "2024-01-15"}))
+    with pytest.raises(AirflowFailException, match="DLI-205.*inside a quoted SQL string"):
+        task.execute(context(params={"execution_date": "2024-01-15"}))
+    assert not duckdb_file.exists()
 
 
 def test_execute_runs_on_duckdb_and_returns_the_summary(duckdb_file: Path) -> None:

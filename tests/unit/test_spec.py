@@ -62,6 +62,30 @@ BAD_SPECS = [
     ("name-unicode", BASE.replace("sales.daily", "매출.daily"), "DLI-201", "name", ["not allowed"]),
     ("name-number", BASE.replace("sales.daily", "2024"), "DLI-201", "name", ["valid string"]),
     ("name-empty", BASE.replace("sales.daily", "''"), "DLI-201", "name", ["1-250"]),
+    # names that would hide, replace or break another DAG (issue 13): refused at validation, so at registration
+    ("name-trailing-newline", BASE.replace("sales.daily", '"sales.daily\\n"'), "DLI-201", "name", ["'\\n'", "not allowed"]),
+    ("name-trailing-crlf", BASE.replace("sales.daily", '"sales.daily\\r\\n"'), "DLI-201", "name", ["not allowed"]),
+    ("name-dunder-file", BASE.replace("sales.daily", "__file__"), "DLI-201", "name", ["'__'", "__file__"]),
+    ("name-dunder-builtins", BASE.replace("sales.daily", "__builtins__"), "DLI-201", "name", ["starts with '__'"]),
+    ("name-dunder-name", BASE.replace("sales.daily", "__name__"), "DLI-201", "name", ["starts with '__'"]),
+    ("name-dunder-prefix", BASE.replace("sales.daily", "__sales.daily"), "DLI-201", "name", ["starts with '__'"]),
+    ("name-dli_sync", BASE.replace("sales.daily", "dli_sync"), "DLI-201", "name", ["'dli_'", "reserved"]),
+    ("name-dli_spec_errors", BASE.replace("sales.daily", "dli_spec_errors"), "DLI-201", "name", ["reserved"]),
+    ("name-errors-shard", BASE.replace("sales.daily", "dli_spec_errors_shard1"), "DLI-201", "name", ["reserved"]),
+    ("name-dli-prefix", BASE.replace("sales.daily", "dli_sales"), "DLI-201", "name", ["reserved"]),
+    ("name-DLI-Sync", BASE.replace("sales.daily", "DLI-Sync"), "DLI-201", "name", ["reserved", "dli_sync"]),
+    ("name-dli-dash", BASE.replace("sales.daily", "dli-spec-errors"), "DLI-201", "name", ["reserved"]),
+    ("name-dot-hidden", BASE.replace("sales.daily", ".hidden"), "DLI-201", "name", ["starts with '.'", "hidden"]),
+    ("name-dot", BASE.replace("sales.daily", "'.'"), "DLI-201", "name", ["starts with '.'"]),
+    ("name-tab", BASE.replace("sales.daily", '"sales\\tdaily"'), "DLI-201", "name", ["not allowed"]),
+    (
+        "parameter-name-trailing-newline",
+        BASE + 'parameters:\n  - name: "limit\\n"\n',
+        "DLI-201",
+        "parameters[0].name",
+        ["not a valid identifier"],
+    ),
+    ("name-nul", BASE.replace("sales.daily", '"sales\\0"'), "DLI-201", "name", ["not allowed"]),
     # owner
     (
         "owner-missing",
@@ -131,6 +155,39 @@ BAD_SPECS = [
         ["greater than or equal to 0"],
     ),
     ("timeout-zero", SCHEDULED + "  timeout_seconds: 0\n", "DLI-201", "schedule.timeout_seconds", ["greater than 0"]),
+    # numeric bounds: what Airflow would refuse later (timedelta overflow, the worker's timer), refused now
+    (
+        "timeout-1e20",
+        SCHEDULED + "  timeout_seconds: 100000000000000000000\n",
+        "DLI-201",
+        "schedule.timeout_seconds",
+        ["less than or equal to 604800", "7 days", "leave timeout_seconds out"],
+    ),
+    ("timeout-float-1e20", SCHEDULED + "  timeout_seconds: 1.0e+20\n", "DLI-201", "schedule.timeout_seconds", ["integer"]),
+    ("timeout-a-week-and-a-second", SCHEDULED + "  timeout_seconds: 604801\n", "DLI-201", "schedule.timeout_seconds", ["604800"]),
+    ("timeout-yes", SCHEDULED + "  timeout_seconds: yes\n", "DLI-201", "schedule.timeout_seconds", ["whole number", "yes/no"]),
+    ("retry-101", SCHEDULED + "  retry: {max_attempts: 101}\n", "DLI-201", "schedule.retry.max_attempts", ["100"]),
+    ("retry-huge", SCHEDULED + "  retry: {max_attempts: 99999999999999999999}\n", "DLI-201", "schedule.retry.max_attempts", ["100"]),
+    ("retry-yes", SCHEDULED + "  retry: {max_attempts: yes}\n", "DLI-201", "schedule.retry.max_attempts", ["got true"]),
+    ("retry-delay-a-day-and-a-second", SCHEDULED + "  retry: {delay_seconds: 86401}\n", "DLI-201", "schedule.retry.delay_seconds", ["86400"]),
+    ("retry-delay-off", SCHEDULED + "  retry: {delay_seconds: off}\n", "DLI-201", "schedule.retry.delay_seconds", ["got false"]),
+    # crons that are valid but never fire: the DAG would never run, with no warning
+    (
+        "cron-feb-30",
+        BASE + "schedule:\n  cron: '0 0 30 2 *'\n",
+        "DLI-201",
+        "schedule.cron",
+        ["never fires", "day 30 of the month never comes in February"],
+    ),
+    ("cron-feb-31", BASE + "schedule:\n  cron: '0 0 31 2 *'\n", "DLI-201", "schedule.cron", ["day 31", "February"]),
+    (
+        "cron-31-in-short-months",
+        BASE + "schedule:\n  cron: '0 0 31 4,6,9,11 *'\n",
+        "DLI-201",
+        "schedule.cron",
+        ["April, June, September or November"],
+    ),
+    ("cron-30-31-feb", BASE + "schedule:\n  cron: '15 3 30,31 2 *'\n", "DLI-201", "schedule.cron", ["day 30", "February"]),
     # cron
     (
         "cron-4-fields",
@@ -271,6 +328,12 @@ BAD_SPECS = [
     ("depends_on-self", BASE + "depends_on: [sales.daily]\n", "DLI-201", "depends_on", ["itself"]),
     ("depends_on-bad-name", BASE + "depends_on: [raw/clicks]\n", "DLI-201", "depends_on", ["not allowed"]),
     ("depends_on-twice", BASE + "depends_on: [raw.clicks, raw.clicks]\n", "DLI-201", "depends_on", ["twice"]),
+    ("depends_on-reserved", BASE + "depends_on: [dli_sync]\n", "DLI-201", "depends_on", ["reserved"]),
+    ("depends_on-dunder", BASE + "depends_on: [__file__]\n", "DLI-201", "depends_on", ["starts with '__'"]),
+    ("depends_on-newline", BASE + 'depends_on: ["raw.clicks\\n"]\n', "DLI-201", "depends_on", ["not allowed"]),
+    # YAML typed a text field's unquoted value: refused, saying to quote it
+    ("team-number", BASE + "team: 2024\n", "DLI-201", "team", ["valid string", "put it in quotes"]),
+    ("tag-boolean", BASE + "tags: [NO]\n", "DLI-201", "tags[0]", ["False", "boolean", "put it in quotes"]),
 ]
 
 
@@ -363,6 +426,25 @@ def test_name_of_250_characters_is_allowed() -> None:
     assert load_spec(BASE.replace("sales.daily", "a" * 250), PATH).name == "a" * 250
 
 
+@pytest.mark.parametrize("name", ["dli", "dli.sales", "dlix_sales", "a__b", "_private", "sales-daily", "x.dli_y", "a."])
+def test_names_near_the_reserved_ones_are_allowed(name: str) -> None:
+    assert load_spec(BASE.replace("sales.daily", f"'{name}'"), PATH).name == name
+
+
+@pytest.mark.parametrize("name", ["__file__", "dli_sync", "DLI_spec_errors", ".hidden", "good.ds2\n"])
+def test_a_reserved_name_is_refused_when_registering_a_dict_too(name: str) -> None:
+    from dli_airflow.spec import validate_spec
+
+    with pytest.raises(SpecValidationError) as info:
+        validate_spec({"name": name, "owner": "me@example.com", "query": "SELECT 1"}, "<spec>")
+    assert [p.field for p in info.value.problems] == ["name"]
+
+
+@pytest.mark.parametrize("cron", ["0 0 29 2 *", "0 0 30 2 1", "0 0 L 2 *", "0 0 31 * *", "59 23 31 12 *"])
+def test_crons_that_fire_rarely_are_fine(cron: str) -> None:
+    assert load_spec(BASE + f"schedule:\n  cron: '{cron}'\n", PATH).schedule.cron == cron
+
+
 def test_cron_extra_spaces_are_normalised() -> None:
     assert load_spec(BASE + "schedule:\n  cron: '0  9 * *   1-5'\n", PATH).schedule.cron == "0 9 * * 1-5"
 
@@ -407,11 +489,20 @@ def test_yaml_syntax_error_names_the_line(text: str, line: int) -> None:
 
 @pytest.mark.parametrize("value", ["2024-13-45", "2024-02-30", "2023-02-29"])
 def test_impossible_yaml_date_is_a_yaml_error_with_line(value: str) -> None:
-    error = _raises(BASE + f"parameters:\n  - name: day\n    type: date\n    default: {value}\n")
+    error = _raises(BASE + f"team: {value}\n")
     assert error.code == "DLI-202"
-    assert error.message.startswith(f"{PATH}:7:"), error.message
+    assert error.message.startswith(f"{PATH}:4:"), error.message
     assert f"{value!r} is not a valid date" in error.message
     assert "YYYY-MM-DD" in error.render()
+
+
+@pytest.mark.parametrize("value", ["2024-13-45", "2024-02-30", "2023-02-29"])
+def test_impossible_date_default_names_the_parameter(value: str) -> None:
+    # a parameter's default is read as written and checked against its type, so the field is named
+    error = _raises(BASE + f"parameters:\n  - name: day\n    type: date\n    default: {value}\n")
+    assert error.code == "DLI-201"
+    assert [p.field for p in error.problems] == ["parameters[0].default"]
+    assert f"default {value!r} is not a valid date" in error.message and "YYYY-MM-DD" in error.message
 
 
 def test_non_utf8_bytes() -> None:

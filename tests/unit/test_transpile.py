@@ -351,7 +351,7 @@ def test_dry_run_of_good_sql_transpiles_and_runs_nothing(tmp_path) -> None:
     db = tmp_path / "never.duckdb"
     entry = _entry("bigquery", "SELECT DATE_TRUNC(DATE '2024-02-15', MONTH)")
     result = run_entry(entry, dry_run=True, duckdb_path=str(db))
-    assert result.result is None and result.rendered.statements == (
+    assert result.result is None and [s.sql for s in result.rendered.statements] == [
         "SELECT CAST(DATE_TRUNC('MONTH', CAST('2024-02-15' AS DATE)) AS DATE)",
-    )
+    ]
     assert not db.exists()
