@@ -419,10 +419,10 @@ def _user() -> str:
 
 
 def _render_dry(entry: SpecEntry, parameters: Mapping[str, Any] | None) -> tuple[str, ...]:
-    from dli_airflow.params import today_in
+    from dli_airflow.params import local_execution_date
     from dli_airflow.render import parse_sql, render_entry
 
-    execution_date = today_in(entry.spec) if entry.spec.parameter("execution_date") is not None else None
+    execution_date = local_execution_date(entry.spec)
     rendered = render_entry(entry, parameters, execution_date=execution_date)
     for statement in rendered.statements:
         parse_sql(statement.sql, rendered.dialect, entry.sql_path or entry.path)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from dli_airflow.engines import DEFAULT_MAX_ROWS, RunResult, run_cancellable
 from dli_airflow.engines.duckdb import DuckDBEngine
 from dli_airflow.errors import ParameterError
-from dli_airflow.params import today_in
+from dli_airflow.params import local_execution_date
 from dli_airflow.render import RenderedRun, parse_sql, render_entry
 from dli_airflow.spec import DatasetSpec
 from dli_airflow.transpile import SOURCE_SETTINGS
@@ -87,8 +87,8 @@ def run_entry(
     with :data:`SOURCE_SETTINGS`.
     """
     started = time.monotonic()
-    if execution_date is None and entry.spec.parameter("execution_date") is not None:
-        execution_date = today_in(entry.spec)
+    if execution_date is None:
+        execution_date = local_execution_date(entry.spec)
     path = entry.sql_path or entry.path
     if dry_run and entry.spec.resolved_engine != "duckdb":
         # parse in the engine's own dialect first (placeholders and all), so that errors point at the line

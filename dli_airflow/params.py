@@ -117,6 +117,16 @@ def run_type_name(run_type: object) -> str:
     return str(value or "").rsplit(".", 1)[-1].strip().lower()
 
 
+def local_execution_date(spec: DatasetSpec) -> date | None:
+    """The ``execution_date`` a local run (or a dry run) fills in when none is given: today in the schedule's
+    time zone when the parameter is optional; nothing when it is required, which then must be given (seed 003
+    §3.4: a missing required parameter is an immediate error)."""
+    param = spec.parameter("execution_date")
+    if param is None or param.required:
+        return None
+    return today_in(spec)
+
+
 def scheduled_date(spec: DatasetSpec, run_type: object, moment: datetime | None) -> date | None:
     """The ``execution_date`` a run gets when none is given: the local date (in ``schedule.timezone``) of
     its scheduled time for scheduled, backfill and asset-triggered runs; ``None`` for any other run, which
@@ -201,6 +211,7 @@ __all__ = [
     "describe_parameters",
     "parameter_json_schema",
     "resolve_parameters",
+    "local_execution_date",
     "parse_day",
     "run_parameters",
     "SCHEDULED_RUN_TYPES",

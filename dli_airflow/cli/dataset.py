@@ -25,8 +25,8 @@ Use it to develop and test: quick feedback, only local logs. Trino and BigQuery 
 to DuckDB by sqlglot. To run on Airflow (production, scheduled resources, history kept in
 Airflow), use `dli workflow run NAME` instead.
 
-Without -p execution_date, a dataset that declares it gets today's date in its schedule's time
-zone. --start/--end run every scheduled date of the range in order and stop at the first failure.
+A required parameter must be given (-p execution_date=2024-01-15); an optional execution_date
+left out is today in the schedule's time zone. --start/--end run every scheduled date of the range in order and stop at the first failure.
 """
 
 
@@ -66,13 +66,13 @@ def run(
 def _bigquery_estimate(entry: Any, given: dict[str, str]) -> dict[str, Any]:
     """Bytes a BigQuery dataset would scan, from dry-run jobs, where the connection and server are reachable."""
     from dli_airflow.errors import DliError
-    from dli_airflow.params import today_in
+    from dli_airflow.params import local_execution_date
     from dli_airflow.render import render_entry
 
     try:
         from dli_airflow.engines.bigquery import BigQueryEngine
 
-        execution_date = today_in(entry.spec) if entry.spec.parameter("execution_date") is not None else None
+        execution_date = local_execution_date(entry.spec)
         own = render_entry(entry, given, execution_date=execution_date)
         sizes = BigQueryEngine(spec=entry.spec).dry_run(own.statements)
     except DliError as exc:

@@ -316,15 +316,11 @@ def test_range_makes_one_run_per_day(runner: CliRunner, examples_store: Path, tm
     conn.close()
 
 
-def test_run_without_execution_date_uses_today(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    before = datetime.now(ZoneInfo("Asia/Seoul")).date().isoformat()
+def test_run_without_a_required_execution_date_is_dli_203(runner: CliRunner, examples_store: Path, tmp_path: Path) -> None:
     result = _run(runner, examples_store, tmp_path / "w.duckdb", "--dry-run", "-f", "json")
-    after = datetime.now(ZoneInfo("Asia/Seoul")).date().isoformat()
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["runs"][0]["parameters"]["execution_date"] in {before, after}
+    assert result.exit_code == 1
+    assert "Error [DLI-203]" in result.output and "Missing required parameter: execution_date" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_sql_error_is_405_without_traceback(runner: CliRunner, make_store: MakeStore, tmp_path: Path) -> None:

@@ -249,7 +249,7 @@ def test_range_and_execution_date_together_are_refused(entry_for: Callable[[str]
 def test_today_in_the_spec_time_zone_when_no_execution_date(entry_for: Callable[[str], SpecEntry], tz: str) -> None:
     entry = entry_for(
         "name: s.today\nowner: me\nquery: SELECT {{ execution_date }} AS d\n"
-        "parameters:\n  - {name: execution_date, type: date, required: true}\n"
+        "parameters:\n  - {name: execution_date, type: date}\n"
         f"schedule:\n  cron: '0 9 * * *'\n  timezone: {tz}\n"
     )
     before = datetime.now(ZoneInfo(tz)).date()
@@ -258,6 +258,18 @@ def test_today_in_the_spec_time_zone_when_no_execution_date(entry_for: Callable[
     assert result.execution_date in {before, after}
     assert result.result.records() == [{"d": result.execution_date}]
     assert today_in(entry.spec) in {before, after}
+
+
+def test_a_required_execution_date_is_never_filled_in_locally(entry_for: Callable[[str], SpecEntry]) -> None:
+    """Seed 003 §3.4: a missing required parameter is an immediate error, also for a local run."""
+    entry = entry_for(
+        "name: s.required\nowner: me\nquery: SELECT {{ execution_date }} AS d\n"
+        "parameters:\n  - {name: execution_date, type: date, required: true}\n"
+    )
+    for dry_run in (False, True):
+        with pytest.raises(ParameterError, match="Missing required parameter: execution_date") as caught:
+            run_entry(entry, {}, duckdb_path=":memory:", dry_run=dry_run)
+        assert "Allowed parameters: execution_date (required)" in caught.value.message
 
 
 def test_today_is_utc_without_a_schedule() -> None:
