@@ -14,11 +14,11 @@ import os
 import re
 import subprocess
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from race_support import race
 from s3_support import (  # noqa: F401  (fixtures)
     ACCESS_KEY,
     REGION,
@@ -329,7 +329,6 @@ def test_cold_start_without_store_emits_no_dataset_dags_and_says_why(store_url, 
 
 def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, moto_server, s3_bucket, tmp_path):
     from dli_airflow.client import WorkflowClient
-    from dli_airflow.errors import DliError
     from dli_airflow.registry import delete_manual, prepare_registration, write_manual
 
     client = moto_server.client()
@@ -478,31 +477,13 @@ def test_an_object_that_grew_past_its_limit_after_the_listing_keeps_its_last_goo
 ROUNDS = 20
 
 
-def _race(calls) -> list[str]:
-    barrier = threading.Barrier(len(calls))
-    results = [""] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            calls[i]()
-            results[i] = "ok"
-        except DliError as exc:
-            results[i] = exc.code
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def test_two_writers_creating_one_object_exactly_one_wins_every_round(store_url, s3_proxy: S3Proxy):
     one, two = S3Store(store_url), S3Store(store_url)  # two clients, two connections
     for n in range(ROUNDS):
         key = f"manual/race{n}.yaml"
-        results = _race([lambda k=key: one.create_manual(k, b"A"), lambda k=key: two.create_manual(k, b"B")])
+        results = race([lambda k=key: one.create_manual(k, b"A"), lambda k=key: two.create_manual(k, b"B")])
         assert sorted(results) == ["DLI-801", "ok"], results
         stored = one.read_manual(key)
         assert stored is not None and stored.data == (b"A" if results[0] == "ok" else b"B")
@@ -518,7 +499,7 @@ def test_two_registrations_of_one_name_exactly_one_wins_and_keeps_its_own_sql(st
         name = f"race.r{n}"
         a, b = [prepare_registration(spec={"name": name, "owner": "a@b.c", "query_file": "q.sql"},
                                      sql=f"SELECT '{w}{n}' AS w") for w in "AB"]
-        results = _race([lambda p=a: write_manual(one, p), lambda p=b: write_manual(two, p)])
+        results = race([lambda p=a: write_manual(one, p), lambda p=b: write_manual(two, p)])
         assert sorted(results) == ["DLI-801", "ok"], results
         entry = scan(reader).get(name)
         assert entry.sql == (a if results[0] == "ok" else b).sql  # never the other writer's SQL

@@ -95,38 +95,11 @@ GRAPH = {name: _imports(ast.parse(path.read_text(encoding="utf-8")), name) for n
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan), each as a sorted list."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
+    """Strongly connected components with more than one module: the catalog's own Tarjan (which finds
+    ``depends_on`` cycles), on the import graph."""
+    from dli_airflow.storecheck import strong_components
 
-    def strongconnect(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for target in graph[node]:
-            if target not in index:
-                strongconnect(target)
-                low[node] = min(low[node], low[target])
-            elif target in on_stack:
-                low[node] = min(low[node], index[target])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for node in sorted(graph):
-        if node not in index:
-            strongconnect(node)
-    return found
+    return strong_components({node: sorted(targets) for node, targets in graph.items()})
 
 
 def test_the_graph_reader_sees_deferred_imports_and_skips_type_checking():

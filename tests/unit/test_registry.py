@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 import pytest
 import store_faults
 import yaml
+from race_support import race
 
 from dli_airflow.catalog import scan
 from dli_airflow.errors import (
@@ -124,25 +124,6 @@ def _prepared(name: str, sql: str, **overrides):
     )
 
 
-def _race(calls) -> list[str]:
-    """Run ``calls`` at the same instant in threads: 'ok' or the DLI code of each."""
-    barrier = threading.Barrier(len(calls))
-    results = [""] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            calls[i]()
-            results[i] = "ok"
-        except DliError as exc:
-            results[i] = exc.code
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def _pair(store: LocalStore, name: str) -> tuple[str, str]:
@@ -160,7 +141,7 @@ def test_two_registrations_of_one_name_at_once_exactly_one_wins_and_keeps_its_ow
     for n in range(ROUNDS):
         name = f"race.r{n}"
         a, b = _prepared(name, f"SELECT 'A{n}' AS w"), _prepared(name, f"SELECT 'B{n}' AS w")
-        results = _race([lambda p=a: write_manual(store, p), lambda p=b: write_manual(store, p)])
+        results = race([lambda p=a: write_manual(store, p), lambda p=b: write_manual(store, p)])
         assert sorted(results) == ["DLI-801", "ok"], results
         winner = a if results[0] == "ok" else b
         sql, key = _pair(store, name)
@@ -177,7 +158,7 @@ def test_two_forced_replacements_at_once_never_lose_a_write_nor_leave_files_over
     write_manual(store, _prepared("race.forced", "SELECT 0 AS w"))
     for n in range(ROUNDS):
         a, b = _prepared("race.forced", f"SELECT {n} AS a"), _prepared("race.forced", f"SELECT {n} AS b")
-        results = _race([lambda p=a: write_manual(store, p, force=True), lambda p=b: write_manual(store, p, force=True)])
+        results = race([lambda p=a: write_manual(store, p, force=True), lambda p=b: write_manual(store, p, force=True)])
         assert "ok" in results, results
         sql, key = _pair(store, "race.forced")
         assert sql in {w.sql for w, r in zip((a, b), results) if r == "ok"}
@@ -217,7 +198,7 @@ def test_a_registration_racing_an_unregistration_never_leaves_a_spec_without_its
         write_manual(store, _prepared("race.gone", f"SELECT {n} AS old"))
         entry = scan(store).get("race.gone")
         new = _prepared("race.gone", f"SELECT {n} AS new")
-        results = _race([lambda p=new: write_manual(store, p, force=True), lambda e=entry: delete_manual(store, e)])
+        results = race([lambda p=new: write_manual(store, p, force=True), lambda e=entry: delete_manual(store, e)])
         assert results.count("ok") >= 1, results
         snapshot = scan(store)
         assert snapshot.problems == (), [p.message for p in snapshot.problems]  # never a dangling query_file

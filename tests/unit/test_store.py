@@ -7,12 +7,12 @@ import multiprocessing
 import os
 import resource
 import stat
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from race_support import race
 from store_faults import Deny, GiB, dangling, deny, fifo, sparse, unix_socket  # noqa: F401  (deny: a fixture)
 
 import dli_airflow.store as store_module
@@ -397,32 +397,13 @@ def test_a_busy_write_lock_is_dli_801_after_its_wait(tmp_path: Path, monkeypatch
 ROUNDS = 20
 
 
-def _race(calls: list[Callable[[], object]]) -> list[str]:
-    """Run ``calls`` at the same instant in threads; 'ok' or the DLI code of each."""
-    barrier = threading.Barrier(len(calls))
-    results: list[str] = [""] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            calls[i]()
-            results[i] = "ok"
-        except DliError as exc:
-            results[i] = exc.code
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def test_two_threads_creating_one_file_exactly_one_wins_every_round(tmp_path: Path) -> None:
     store = _store(tmp_path)
     for n in range(ROUNDS):
         path = f"manual/r{n}.yaml"
-        results = _race([lambda p=path: store.create_manual(p, b"A"), lambda p=path: store.create_manual(p, b"B")])
+        results = race([lambda p=path: store.create_manual(p, b"A"), lambda p=path: store.create_manual(p, b"B")])
         assert sorted(results) == ["DLI-801", "ok"], results
         assert (store.root / path).read_bytes() == (b"A" if results[0] == "ok" else b"B")
 
@@ -435,7 +416,7 @@ def test_two_threads_replacing_one_version_exactly_one_wins_every_round(tmp_path
         assert current is not None
         mine, theirs = f"A{n}".encode(), f"B{n}".encode()
         version = current.version
-        results = _race([lambda d=mine, v=version: store.replace_manual("manual/a.yaml", d, v),
+        results = race([lambda d=mine, v=version: store.replace_manual("manual/a.yaml", d, v),
                          lambda d=theirs, v=version: store.replace_manual("manual/a.yaml", d, v)])
         assert sorted(results) == ["DLI-801", "ok"], results
         assert (store.root / "manual/a.yaml").read_bytes() == (mine if results[0] == "ok" else theirs)
