@@ -40,8 +40,8 @@ from dli_airflow.workflow import (
     WorkflowRegisterResult,
     WorkflowRunResult,
     has_tag,
-    info_from_dag,
-    info_from_entry,
+    merge_workflows,
+    select_workflows,
 )
 
 log = logging.getLogger(__name__)
@@ -196,18 +196,12 @@ class WorkflowClient(RunMethods):
     ) -> WorkflowListResult:
         """Every dli workflow: Airflow's DAGs (tag ``dli``) merged with the store, so overridden manual specs
         show too (``overridden_by = code``, no next run)."""
-        source = parse_choice(SourceType, source_type, "--source")
-        wanted = parse_choice(DatasetStatus, status, "--status")
-        infos = self._infos(running_only=running_only)
-        selected = [
-            i
-            for i in infos
-            if (source is None or i.source_type is source)
-            and (wanted is None or i.status is wanted)
-            and (not dataset_filter or dataset_filter.lower() in i.dataset_name.lower())
-            and (not running_only or i.is_running)
-            and (not enabled_only or i.status is DatasetStatus.ACTIVE)
-        ]
+        selected = select_workflows(
+            self._infos(running_only=running_only),
+            source=parse_choice(SourceType, source_type, "--source"),
+            status=parse_choice(DatasetStatus, status, "--status"),
+            dataset_filter=dataset_filter, running_only=running_only, enabled_only=enabled_only,
+        )
         return WorkflowListResult(workflows=tuple(selected[:limit]), total_count=len(selected))
 
     def _running_dag_ids(self) -> set[str]:
@@ -223,22 +217,7 @@ class WorkflowClient(RunMethods):
             dags = self._dli_dags()
         running = self._running_dag_ids() if running_only else set()
         snapshot = self._snapshot()
-        infos: list[WorkflowInfo] = []
-        seen: set[str] = set()
-        if snapshot is not None:
-            for entry in snapshot.entries:
-                if only is not None and entry.name != only:
-                    continue
-                dag = dags.get(entry.name) if entry.schedules else None
-                infos.append(info_from_entry(entry, dag, entry.name in running))
-                if entry.schedules:
-                    seen.add(entry.name)
-        for dag_id, dag in dags.items():
-            if dag_id in seen or has_tag(dag, "dli:errors"):  # dli_spec_errors (and its shards')
-                continue
-            infos.append(info_from_dag(dag, dag_id in running))
-        infos.sort(key=lambda i: (i.dataset_name, i.source_type.value))
-        return infos
+        return merge_workflows(snapshot.entries if snapshot is not None else (), dags, running, only=only)
 
     # -- runs ---------------------------------------------------------------------------------------------
     def _entry_for_run(self, name: str, source_type: SourceType | str | None) -> SpecEntry | None:

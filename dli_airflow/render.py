@@ -14,6 +14,7 @@ literals (:attr:`~dli_airflow.bind.BoundSql.display`) is for reading only. Nothi
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -71,10 +72,14 @@ def check_template(sql: str, spec: DatasetSpec, path: str) -> None:
         find_placeholders(text, tokenize(text, dialect, path), slots, nonce, dialect=dialect, path=path, source=sql)
 
 
-def _nonce(sql: str) -> str:
-    import secrets
+#: This process's sentinel nonce, drawn once: the sentinel pattern is compiled once per process, not per
+#: template (a cold parse checks every template). Values never enter the text, so only the template must
+#: not contain it; a template that does gets a nonce of its own.
+_PROCESS_NONCE = secrets.token_hex(4)
 
-    nonce = secrets.token_hex(4)
+
+def _nonce(sql: str) -> str:
+    nonce = _PROCESS_NONCE
     while nonce in sql:
         nonce = secrets.token_hex(4)
     return nonce

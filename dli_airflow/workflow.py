@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, Optional
@@ -308,6 +308,10 @@ def info_from_entry(entry: SpecEntry, dag: Mapping[str, Any] | None, running: bo
     next_run = None
     if dag is not None and status is WorkflowStatus.ACTIVE:
         next_run = parse_time(dag.get("next_dagrun_run_after") or dag.get("next_dagrun_logical_date"))
+        if next_run is not None and spec.schedule is not None and spec.schedule.timezone:
+            from zoneinfo import ZoneInfo
+
+            next_run = next_run.astimezone(ZoneInfo(spec.schedule.timezone))  # shown in the spec's own zone
     return WorkflowInfo(
         dataset_name=spec.name,
         source_type=entry.source,
@@ -326,6 +330,50 @@ def info_from_entry(entry: SpecEntry, dag: Mapping[str, Any] | None, running: bo
         is_running=running,
         spec_file=entry.path,
     )
+
+
+def merge_workflows(
+    entries: Iterable[SpecEntry], dags: Mapping[str, Mapping[str, Any]], running: set[str], *, only: str | None = None
+) -> list[WorkflowInfo]:
+    """Every workflow: the store's entries joined with their DAGs (API-shaped dicts by dag id), then the dli
+    DAGs the store does not explain (its spec is not readable here); sorted by name, then source."""
+    infos: list[WorkflowInfo] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if only is not None and entry.name != only:
+            continue
+        dag = dags.get(entry.name) if entry.schedules else None
+        infos.append(info_from_entry(entry, dag, entry.name in running))
+        if entry.schedules:
+            seen.add(entry.name)
+    for dag_id, dag in dags.items():
+        if dag_id in seen or has_tag(dag, "dli:errors") or (only is not None and dag_id != only):
+            continue
+        infos.append(info_from_dag(dag, dag_id in running))
+    infos.sort(key=lambda i: (i.dataset_name, i.source_type.value))
+    return infos
+
+
+def select_workflows(
+    infos: Iterable[WorkflowInfo],
+    *,
+    source: SourceType | None = None,
+    status: WorkflowStatus | None = None,
+    dataset_filter: str | None = None,
+    running_only: bool = False,
+    enabled_only: bool = False,
+) -> list[WorkflowInfo]:
+    """The workflows that pass every filter given (``dataset_filter``: a case-insensitive substring)."""
+    needle = (dataset_filter or "").lower()
+    return [
+        i
+        for i in infos
+        if (source is None or i.source_type is source)
+        and (status is None or i.status is status)
+        and (not needle or needle in i.dataset_name.lower())
+        and (not running_only or i.is_running)
+        and (not enabled_only or i.status is WorkflowStatus.ACTIVE)
+    ]
 
 
 def info_from_dag(dag: Mapping[str, Any], running: bool) -> WorkflowInfo:
@@ -368,9 +416,11 @@ __all__ = [
     "info_from_entry",
     "log_line_text",
     "make_run_id",
+    "merge_workflows",
     "parse_time",
     "run_from_api",
     "run_status",
+    "select_workflows",
     "source_of",
     "task_from_api",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+
 def _tolerant_hypothesis_constants() -> None:
     """Hypothesis harvests constants from every module in ``sys.modules``; after Airflow has parsed DAG files
     in this process, some entries answer attribute access with ``NodeNotFound``, which would fail every
@@ -140,12 +141,31 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             _bad_skips.append(f"{report.nodeid}: {reason}")
 
 
+#: The classes of the hostile corpus (the README's table "The hostile corpus"): every test marked
+#: ``@pytest.mark.hostile(kind=...)`` is one or more rows of one class; ``./run test -m hostile`` runs them all
+#: and the summary counts them per class.
+HOSTILE_KINDS = ("injection", "names", "files", "rendering", "yaml", "required", "writes", "cli-and-secrets")
+_hostile: dict[str, int] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    for item in session.items:
+        for mark in item.iter_markers("hostile"):
+            kind = mark.kwargs.get("kind")
+            if kind not in HOSTILE_KINDS:
+                raise pytest.UsageError(f"{item.nodeid}: hostile(kind={kind!r}) is not one of {HOSTILE_KINDS}")
+            _hostile[kind] = _hostile.get(kind, 0) + 1
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _bad_skips:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config) -> None:  # noqa: ANN001
+    if _hostile:
+        counts = ", ".join(f"{kind} {_hostile[kind]}" for kind in HOSTILE_KINDS if kind in _hostile)
+        terminalreporter.write_line(f"hostile corpus: {sum(_hostile.values())} cases collected ({counts})")
     if _bad_skips:
         terminalreporter.section("skipped without naming a missing external server (this fails the run)")
         for line in _bad_skips:

@@ -20,6 +20,9 @@ from dli_airflow.errors import DevError, StoreNotFoundError
 
 DAG_FILE_NAME = "dli_datasets.py"
 USERNAME = "admin"
+#: One user per role of the simple auth manager, named after it (``admin`` is the one the tools use), so
+#: the control plane's role table can be tried locally; their passwords are in ``<home>/passwords.json``.
+ROLE_USERS = ("admin", "op", "user", "viewer")
 DEFAULT_PORT = 8080
 HOST = "127.0.0.1"
 
@@ -152,18 +155,17 @@ def _read_password(paths: _Paths) -> str | None:
 
 
 def _ensure_password(paths: _Paths) -> str:
-    """The admin password, generated on the first ``up`` and kept afterwards.
+    """The admin password (and one for each of :data:`ROLE_USERS`), generated on the first ``up`` and kept.
 
     Written before launch: SimpleAuthManager only generates (and prints) its own password when the
     file lacks the user, and it keeps other users' entries, so we do too.
     """
     data = _read_json(paths.passwords) or {}
-    password = data.get(USERNAME)
-    if not isinstance(password, str) or not password:
-        password = secrets.token_urlsafe(12)
-        data[USERNAME] = password
+    for user in ROLE_USERS:
+        if not isinstance(data.get(user), str) or not data[user]:
+            data[user] = secrets.token_urlsafe(12)
     _write_private(paths.passwords, json.dumps(data) + "\n")
-    return password
+    return data[USERNAME]
 
 
 def dag_file_source() -> str:
@@ -258,7 +260,7 @@ def _airflow_env(
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
             ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{u}" for u in ROLE_USERS),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(paths.passwords),
             "AIRFLOW__API__HOST": HOST,
             "AIRFLOW__API__PORT": str(state.port),

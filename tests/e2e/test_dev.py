@@ -85,6 +85,7 @@ def test_status_reports_alive_processes_and_the_password(airflow: AirflowE2E) ->
     assert status.username == "admin" and status.password == passwords["admin"]
 
 
+@pytest.mark.hostile(kind="cli-and-secrets")
 def test_secrets_are_private_and_never_shown(airflow: AirflowE2E) -> None:
     for name in ("dev.json", "passwords.json"):
         assert stat.S_IMODE((airflow.home / name).stat().st_mode) == 0o600, name

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import pytest
 from e2e_support import wait_until
 
 from dli_airflow.catalog import scan
@@ -128,6 +129,7 @@ def test_broken_spec_is_shown_and_hides_nothing(airflow, e2e_store):
         broken.unlink()
 
 
+@pytest.mark.hostile(kind="required")
 def test_a_run_triggered_like_the_form_with_a_required_field_empty_fails_with_dli_203(airflow):
     """The UI form sends the logical date (now) and the empty field as null: the run must not fill
     execution_date from the logical date; it fails before any SQL runs, without retrying."""

@@ -116,6 +116,7 @@ HOSTILE_VALUES = [
 ]
 
 
+@pytest.mark.hostile(kind="injection")
 @pytest.mark.parametrize("value", HOSTILE_VALUES)
 def test_values_travel_as_named_query_parameters_never_in_the_sql(
     bigquery_conn, bigquery_standin, make_task, run_context, value

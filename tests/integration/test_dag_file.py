@@ -99,6 +99,7 @@ def _reach_the_db(folder: Path) -> tuple[dict[str, dict], dict]:
     return by_id, bag.import_errors
 
 
+@pytest.mark.hostile(kind="names")
 def test_every_good_dataset_reaches_the_db_and_each_hostile_one_is_listed(dags_folder: Path) -> None:
     serialized, import_errors = _reach_the_db(dags_folder)
     assert import_errors == {}
@@ -118,6 +119,7 @@ def test_every_good_dataset_reaches_the_db_and_each_hostile_one_is_listed(dags_f
     assert "the manual ones ('good.closer') are not scheduled; the code ones keep running" in doc
 
 
+@pytest.mark.hostile(kind="yaml")
 def test_string_defaults_reach_the_trigger_form_as_written(dags_folder: Path) -> None:
     serialized, _ = _reach_the_db(dags_folder)
     params = dict(serialized["good.typed"]["dag"]["params"])
@@ -125,6 +127,7 @@ def test_string_defaults_reach_the_trigger_form_as_written(dags_folder: Path) ->
     assert defaults == {"answer": "NO", "code": "010", "at": "12:30:00", "n": 7}
 
 
+@pytest.mark.hostile(kind="names")
 def test_the_check_sees_a_file_whose_globals_hide_every_dag(dags_folder: Path) -> None:
     """The control: the same DagBag and serialization count zero DAGs for a DAG file that puts a DAG under
     ``__file__`` (what ``globals().update(build_dags())`` did with a dataset so named)."""

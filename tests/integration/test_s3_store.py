@@ -327,6 +327,7 @@ def test_cold_start_without_store_emits_no_dataset_dags_and_says_why(store_url, 
 # --------------------------------------------------------------------------- writes
 
 
+@pytest.mark.hostile(kind="writes")
 def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, moto_server, s3_bucket, tmp_path):
     from dli_airflow.client import WorkflowClient
     from dli_airflow.registry import delete_manual, prepare_registration, write_manual
@@ -428,6 +429,7 @@ S3_READ_CASES = [
 ]
 
 
+@pytest.mark.hostile(kind="files")
 @pytest.mark.parametrize(("objects", "code", "where", "fragment", "fetched"), [c[1:] for c in S3_READ_CASES],
                          ids=[c[0] for c in S3_READ_CASES])
 def test_a_hostile_object_is_one_problem_and_is_never_downloaded_whole(
@@ -447,6 +449,7 @@ def test_a_hostile_object_is_one_problem_and_is_never_downloaded_whole(
     assert s3_proxy.bytes_answered(key) <= 10 * MiB + 1
 
 
+@pytest.mark.hostile(kind="files")
 def test_a_get_without_a_listing_asks_for_a_bounded_range(store_url, s3_proxy: S3Proxy, moto_server, s3_bucket):
     """A 50 MB SQL object read by a store that never listed it: Range asks for the limit plus one byte."""
     upload(moto_server.client(), s3_bucket, {"code/huge.sql": b"SELECT 1 --" + b"x" * (50 * MiB)}, prefix=PREFIX)
@@ -458,6 +461,7 @@ def test_a_get_without_a_listing_asks_for_a_bounded_range(store_url, s3_proxy: S
     assert s3_proxy.bytes_answered("code/huge.sql") <= 10 * MiB + 1
 
 
+@pytest.mark.hostile(kind="files")
 def test_an_object_that_grew_past_its_limit_after_the_listing_keeps_its_last_good_copy(
     store_url, s3_proxy: S3Proxy, moto_server, s3_bucket
 ):
@@ -479,6 +483,7 @@ ROUNDS = 20
 
 
 
+@pytest.mark.hostile(kind="writes")
 def test_two_writers_creating_one_object_exactly_one_wins_every_round(store_url, s3_proxy: S3Proxy):
     one, two = S3Store(store_url), S3Store(store_url)  # two clients, two connections
     for n in range(ROUNDS):
@@ -491,6 +496,7 @@ def test_two_writers_creating_one_object_exactly_one_wins_every_round(store_url,
     assert len(conditional) == 2 * ROUNDS and all(r.headers.get("if-none-match") == "*" for r in conditional)
 
 
+@pytest.mark.hostile(kind="writes")
 def test_two_registrations_of_one_name_exactly_one_wins_and_keeps_its_own_sql(store_url, s3_proxy: S3Proxy):
     from dli_airflow.registry import prepare_registration, write_manual
 
@@ -507,6 +513,7 @@ def test_two_registrations_of_one_name_exactly_one_wins_and_keeps_its_own_sql(st
     assert len(keys) == 2 * ROUNDS  # one spec and one SQL per name: the losers removed their SQL
 
 
+@pytest.mark.hostile(kind="writes")
 def test_a_forced_replacement_overtaken_after_its_read_fails(store_url, monkeypatch):
     from dli_airflow.registry import prepare_registration, write_manual
 
@@ -534,6 +541,7 @@ def test_a_forced_replacement_overtaken_after_its_read_fails(store_url, monkeypa
     assert len(sql_keys) == 1  # B's; the first one and A's are gone
 
 
+@pytest.mark.hostile(kind="writes")
 def test_a_server_that_ignores_conditional_writes_is_refused_before_anything_is_written(
     store_url, s3_proxy: S3Proxy, moto_server, s3_bucket
 ):
@@ -549,6 +557,7 @@ def test_a_server_that_ignores_conditional_writes_is_refused_before_anything_is_
     assert after == before  # nothing written, the probe object removed
 
 
+@pytest.mark.hostile(kind="writes")
 def test_a_server_without_conditional_deletes_still_unregisters_only_the_version_read(
     store_url, s3_proxy: S3Proxy, moto_server, s3_bucket
 ):

@@ -114,6 +114,7 @@ HOSTILE_VALUES = [
 ]
 
 
+@pytest.mark.hostile(kind="injection")
 @pytest.mark.parametrize("value", HOSTILE_VALUES)
 def test_values_travel_in_execute_immediate_using_never_in_the_statement(
     trino_conn, trino_standin, make_task, run_context, value
@@ -258,6 +259,7 @@ def test_cancel_before_the_query_has_a_next_uri_still_cancels(trino_conn, trino_
     assert trino_standin.last_query("slow_numbers").error["errorName"] == "USER_CANCELED"
 
 
+@pytest.mark.hostile(kind="cli-and-secrets")
 def test_credentials_never_reach_messages(trino_standin, airflow_env, monkeypatch):
     password = "Sup3r-Secret-Passw0rd"
     monkeypatch.setenv(

@@ -133,6 +133,7 @@ def test_disabled_schedule_is_paused(make_store: MakeStore) -> None:
 # -- conflicts ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.hostile(kind="names")
 @pytest.mark.parametrize("prefix", ["code", "manual"])
 def test_duplicate_names_in_one_prefix_are_one_conflict(make_store: MakeStore, prefix: str) -> None:
     root = make_store(
@@ -154,6 +155,7 @@ def test_duplicate_names_in_one_prefix_are_one_conflict(make_store: MakeStore, p
         snapshot.get("sales.daily")
 
 
+@pytest.mark.hostile(kind="names")
 def test_conflict_in_code_keeps_the_manual_twin_overridden(make_store: MakeStore) -> None:
     root = make_store(
         {
@@ -175,6 +177,7 @@ def test_same_name_in_code_and_manual_is_not_a_conflict(examples_store: Path) ->
 # -- fault isolation ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.hostile(kind="files")
 def test_broken_code_spec_that_declares_a_name_keeps_the_manual_twin_overridden(make_store: MakeStore) -> None:
     root = make_store(
         {
@@ -188,6 +191,7 @@ def test_broken_code_spec_that_declares_a_name_keeps_the_manual_twin_overridden(
     assert snapshot.active == []
 
 
+@pytest.mark.hostile(kind="files")
 def test_broken_code_sql_template_keeps_the_manual_twin_overridden(make_store: MakeStore) -> None:
     root = make_store(
         {
@@ -291,6 +295,7 @@ def test_query_file_beside_and_below_the_spec(make_store: MakeStore) -> None:
     assert snapshot.get("s.sub").sql_path == "code/sales/sql/q.sql"
 
 
+@pytest.mark.hostile(kind="files")
 @pytest.mark.parametrize(
     ("query_file", "fragment"),
     [
@@ -320,6 +325,7 @@ def test_query_file_problems(make_store: MakeStore, query_file: str, fragment: s
     assert fragment in problem.message
 
 
+@pytest.mark.hostile(kind="files")
 def test_query_file_symlink_escaping_the_store(make_store: MakeStore, tmp_path: Path) -> None:
     outside = tmp_path / "outside.sql"
     outside.write_text("SELECT 'secret'")
@@ -345,6 +351,7 @@ def test_symlink_inside_the_store_is_fine(make_store: MakeStore) -> None:
     assert scan(LocalStore(root)).get("s.daily").sql == "SELECT 1 AS one"
 
 
+@pytest.mark.hostile(kind="files")
 def test_spec_file_symlink_escaping_the_store(make_store: MakeStore, tmp_path: Path) -> None:
     outside = tmp_path / "outside.yaml"
     outside.write_text(spec("s.outside"))
@@ -356,6 +363,7 @@ def test_spec_file_symlink_escaping_the_store(make_store: MakeStore, tmp_path: P
     assert problem.code == "DLI-201" and "outside the store" in problem.message
 
 
+@pytest.mark.hostile(kind="files")
 @pytest.mark.parametrize(
     ("sql", "code", "fragment"),
     [
@@ -430,6 +438,7 @@ def _twins(make_store: MakeStore) -> Path:
     )
 
 
+@pytest.mark.hostile(kind="files")
 def test_an_unreadable_code_folder_without_a_last_good_copy_holds_every_manual_spec(
     make_store: MakeStore, deny
 ) -> None:
@@ -447,6 +456,7 @@ def test_an_unreadable_code_folder_without_a_last_good_copy_holds_every_manual_s
     assert "no last good copy" in problem.message and "every manual spec stays overridden" in problem.message
 
 
+@pytest.mark.hostile(kind="files")
 def test_an_unreadable_sql_file_holds_only_the_name_its_readable_spec_declares(make_store: MakeStore, deny) -> None:
     root = _twins(make_store)
     deny(root / "code" / "team" / "a.sql")
@@ -457,6 +467,7 @@ def test_an_unreadable_sql_file_holds_only_the_name_its_readable_spec_declares(m
     assert problem.code == "DLI-201" and f"{root}/code/team/a.sql" in problem.message
 
 
+@pytest.mark.hostile(kind="files")
 def test_an_unreadable_manual_folder_holds_nothing_of_code(make_store: MakeStore, deny) -> None:
     root = _twins(make_store)
     (root / "manual" / "team").mkdir()
@@ -468,6 +479,7 @@ def test_an_unreadable_manual_folder_holds_nothing_of_code(make_store: MakeStore
     assert problem.code == "DLI-503" and "manual/team/" in problem.message
 
 
+@pytest.mark.hostile(kind="files")
 @pytest.mark.timeout(60)
 def test_spec_validate_reports_a_fifo_and_a_sparse_giant_instead_of_hanging(
     make_store: MakeStore, dli_command: list[str]
@@ -517,6 +529,7 @@ LOOK_ALIKES = [
 ]
 
 
+@pytest.mark.hostile(kind="names")
 @pytest.mark.parametrize(("files", "active", "codes", "fragments", "overridden"), [c[1:] for c in LOOK_ALIKES],
                          ids=[c[0] for c in LOOK_ALIKES])
 def test_look_alike_names_are_a_conflict_and_code_still_wins(
@@ -568,6 +581,7 @@ CYCLES = [
 ]
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize(("files", "active", "cycles", "fragment"), [c[1:] for c in CYCLES], ids=[c[0] for c in CYCLES])
 def test_a_depends_on_cycle_of_any_length_is_named_and_not_scheduled(
     make_store: MakeStore, files: dict[str, str], active: set[str], cycles: list[str], fragment: str
@@ -582,6 +596,7 @@ def test_a_depends_on_cycle_of_any_length_is_named_and_not_scheduled(
         assert "remove one depends_on entry" in problem.render()
 
 
+@pytest.mark.hostile(kind="yaml")
 def test_a_long_depends_on_chain_and_a_long_cycle_are_checked_without_recursion(make_store: MakeStore) -> None:
     n = 3000  # deeper than Python's recursion limit
     files = {f"code/c{i}.yaml": _dep(f"c.{i}", f"c.{i + 1}") for i in range(n)}

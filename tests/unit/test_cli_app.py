@@ -32,6 +32,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.hostile(kind="cli-and-secrets")
 @pytest.mark.parametrize(
     ("text", "kept"),
     [
@@ -49,6 +50,7 @@ def test_scrub_removes_credentials_and_keeps_the_rest(text: str, kept: str) -> N
     assert SECRET not in out and kept in out
 
 
+@pytest.mark.hostile(kind="cli-and-secrets")
 def test_ctrl_c_in_a_command_is_cancelled_with_exit_130(runner: CliRunner, monkeypatch, examples_store: Path) -> None:
     def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003 - the fault: a Ctrl-C while the store is read
         raise KeyboardInterrupt
@@ -59,6 +61,7 @@ def test_ctrl_c_in_a_command_is_cancelled_with_exit_130(runner: CliRunner, monke
     assert "cancelled" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.hostile(kind="cli-and-secrets")
 def test_an_unexpected_error_is_one_line_without_a_traceback(runner: CliRunner, monkeypatch, examples_store) -> None:
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003 - the fault: a bug below the CLI
         raise RuntimeError(f"boom while reading http://u:{SECRET}@host/x")
@@ -72,6 +75,7 @@ def test_an_unexpected_error_is_one_line_without_a_traceback(runner: CliRunner, 
     assert "Traceback" in verbose.output and SECRET not in verbose.output
 
 
+@pytest.mark.hostile(kind="cli-and-secrets")
 @pytest.mark.parametrize(
     ("args", "code", "text"),
     [
@@ -91,6 +95,7 @@ def test_bad_options_are_dli_errors(runner: CliRunner, examples_store: Path, arg
     assert "Traceback" not in result.output
 
 
+@pytest.mark.hostile(kind="cli-and-secrets")
 def test_verbose_tracebacks_never_show_a_credentialed_endpoint(dli_command: list[str], tmp_path: Path) -> None:
     """botocore puts the endpoint URL, user info included, into its exception: -v must not print it."""
     env = {
@@ -109,6 +114,7 @@ def test_verbose_tracebacks_never_show_a_credentialed_endpoint(dli_command: list
     assert SECRET not in done.stderr + done.stdout
 
 
+@pytest.mark.hostile(kind="cli-and-secrets")
 def test_ctrl_c_cancels_a_local_run_and_exits_130(dli_command: list[str], make_store, tmp_path: Path) -> None:
     """A real SIGINT to a real `dli dataset run --local` of a long DuckDB query: the query is cancelled."""
     store = make_store({"code/slow.yaml": "name: s.slow\nowner: me\nquery: SELECT sum(hash(i)) FROM range(100000000000) t(i)\n"})

@@ -133,12 +133,15 @@ def test_damaged_dev_json_says_what_to_do(paths: _home._Paths) -> None:
         _home._load_state(paths)
 
 
-def test_password_is_generated_once_privately(paths: _home._Paths) -> None:
+def test_password_is_generated_once_privately_for_every_role_user(paths: _home._Paths) -> None:
     first = _home._ensure_password(paths)
+    stored = json.loads(paths.passwords.read_text())
     second = _home._ensure_password(paths)
 
     assert first == second and len(first) >= 12
-    assert json.loads(paths.passwords.read_text()) == {"admin": first}
+    assert json.loads(paths.passwords.read_text()) == stored
+    assert sorted(stored) == ["admin", "op", "user", "viewer"] and stored["admin"] == first
+    assert len(set(stored.values())) == 4
     assert stat.S_IMODE(paths.passwords.stat().st_mode) == 0o600
 
 
@@ -148,7 +151,8 @@ def test_password_file_keeps_other_users_and_tightens_its_mode(paths: _home._Pat
     paths.passwords.chmod(0o644)
 
     assert _home._ensure_password(paths) == "given"
-    assert json.loads(paths.passwords.read_text()) == {"admin": "given", "viewer": "v"}
+    stored = json.loads(paths.passwords.read_text())
+    assert stored["admin"] == "given" and stored["viewer"] == "v" and sorted(stored) == ["admin", "op", "user", "viewer"]
     assert stat.S_IMODE(paths.passwords.stat().st_mode) == 0o600
 
 

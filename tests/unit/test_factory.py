@@ -74,6 +74,7 @@ def test_depends_on_is_an_asset_or_time_schedule(example_dags):
     assert names == ["analytics.daily_clicks"]
 
 
+@pytest.mark.hostile(kind="required")
 def test_bad_param_value_is_rejected_by_the_dag_params(example_dags):
     from airflow.sdk.exceptions import ParamValidationError
 
@@ -145,12 +146,14 @@ def test_operator_renders_typed_literals_and_runs_on_duckdb(example_dags, dli_en
         assert con.execute("SELECT count(*) FROM daily_clicks WHERE click_date = DATE '2024-01-16'").fetchone() == (3,)
 
 
+@pytest.mark.hostile(kind="required")
 def test_operator_refuses_a_manual_run_without_a_required_parameter(example_dags):
     task = example_dags["analytics.daily_clicks"].get_task("run")
     with pytest.raises(AirflowFailException, match="DLI-203.*execution_date"):
         task.render_template_fields(_context("manual", params={"execution_date": None}))
 
 
+@pytest.mark.hostile(kind="required")
 def test_operator_refuses_unknown_conf_keys(example_dags):
     task = example_dags["analytics.daily_clicks"].get_task("run")
     ctx = _context("manual", conf={"execution_date": "2024-01-02", "limt": 3}, params={"execution_date": "2024-01-02"})
@@ -308,6 +311,7 @@ def test_airflow_parses_shard_files_into_every_dag_once(dli_env, monkeypatch, tm
 # -- the DAG file's globals: names the package controls (issue 13) -------------------------------------------
 
 
+@pytest.mark.hostile(kind="names")
 def test_dag_file_globals_key_the_dags_by_package_names_only(dli_env, monkeypatch):
     from dli_airflow.factory import GLOBALS_PREFIX, dag_file_globals
 
@@ -319,6 +323,7 @@ def test_dag_file_globals_key_the_dags_by_package_names_only(dli_env, monkeypatc
     assert "dli_sync" in by_id and not set(module) & set(by_id)
 
 
+@pytest.mark.hostile(kind="names")
 def test_the_packaged_dag_file_never_puts_a_dataset_name_in_its_globals():
     import ast
 
@@ -329,6 +334,7 @@ def test_the_packaged_dag_file_never_puts_a_dataset_name_in_its_globals():
     assert "airflow" in source and "dag" in source  # the DagBag's safe mode imports only such files
 
 
+@pytest.mark.hostile(kind="names")
 @pytest.mark.parametrize("name", ["dli_sync", "dli_spec_errors", "__file__", ".hidden"])
 def test_a_cached_entry_with_a_reserved_name_never_replaces_a_dli_dag(dli_env, name):
     """A snapshot cached before such names were refused: the factory refuses them too."""

@@ -68,6 +68,19 @@ class Case:
     #: the code of a refusal at run (a value bound where the engine takes none is the engine's SQL error)
     code: str = "DLI-205"
 
+    @property
+    def kind(self) -> str:
+        """The corpus class of the row: "rendering" for the bounds and the sandbox, else "injection"."""
+        return "rendering" if self.id in RENDERING_CASES else "injection"
+
+
+#: the rows of the "rendering is bounded" class (the rest are injection rows)
+RENDERING_CASES = frozenset({
+    "include", "import", "from-import", "extends", "filter-block-splices-a-value", "padding-filter", "lipsum",
+    "range-too-long", "nested-loops", "huge-text", "recursive-macro", "exponential-macro", "doubling-text",
+    "list-of-huge-texts", "replace-blowup", "huge-power", "str-format", "percent-format", "str-padding",
+    "python-internals",
+})
 
 CASES = [
     # -- a placeholder inside a string, a quoted name or a comment of the dialect: refused at validation --
@@ -253,10 +266,11 @@ def _state(path: Path) -> tuple[set[str], list[tuple[Any, ...]]]:
 
 def test_the_corpus_is_large_enough() -> None:
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+    assert RENDERING_CASES <= {c.id for c in CASES}
     assert {c.dialect for c in CASES} == {"duckdb", "trino", "bigquery"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=pytest.mark.hostile(kind=c.kind)) for c in CASES])
 def test_hostile_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if case.timeout is not None:
         monkeypatch.setenv("AIRFLOW__DLI__RENDER_TIMEOUT_SECONDS", str(case.timeout))
@@ -293,6 +307,7 @@ def test_hostile_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                 assert value.value not in statement.sql
 
 
+@pytest.mark.hostile(kind="injection")
 def test_a_hostile_spec_in_the_store_is_reported_and_never_runs(tmp_path: Path) -> None:
     store = tmp_path / "store"
     (store / "code").mkdir(parents=True)
@@ -307,6 +322,7 @@ def test_a_hostile_spec_in_the_store_is_reported_and_never_runs(tmp_path: Path) 
     assert not [e for e in snapshot.entries if e.status is DatasetStatus.ACTIVE]
 
 
+@pytest.mark.hostile(kind="injection")
 def test_every_render_checks_the_branch_it_takes() -> None:
     """Validation follows one branch; a run that takes another is checked on its own render."""
     sql = "SELECT {% if flag %}{{ v }}{% else %}'{{ v }}'{% endif %}"

@@ -260,6 +260,7 @@ def test_today_in_the_spec_time_zone_when_no_execution_date(entry_for: Callable[
     assert today_in(entry.spec) in {before, after}
 
 
+@pytest.mark.hostile(kind="required")
 def test_a_required_execution_date_is_never_filled_in_locally(entry_for: Callable[[str], SpecEntry]) -> None:
     """Seed 003 §3.4: a missing required parameter is an immediate error, also for a local run."""
     entry = entry_for(

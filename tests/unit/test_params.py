@@ -85,12 +85,14 @@ BAD_VALUES = [
 ]
 
 
+@pytest.mark.hostile(kind="required")
 @pytest.mark.parametrize(("param_type", "raw"), BAD_VALUES)
 def test_coerce_bad_values(param_type: str, raw: object) -> None:
     with pytest.raises(ValueError):
         coerce_value(param_type, raw)
 
 
+@pytest.mark.hostile(kind="required")
 @pytest.mark.parametrize(
     ("name", "raw"),
     [("execution_date", "2024-13-01"), ("limit", "many"), ("ratio", "half"), ("flag", "perhaps")],
@@ -116,6 +118,7 @@ def test_resolve_coerces_and_fills_defaults(spec: DatasetSpec) -> None:
     }
 
 
+@pytest.mark.hostile(kind="required")
 def test_unknown_parameter_lists_the_allowed_ones() -> None:
     spec = spec_with("  - {name: execution_date, type: date, required: true}\n  - {name: limit, type: integer}\n")
     with pytest.raises(ParameterError) as info:
@@ -127,12 +130,14 @@ def test_unknown_parameter_lists_the_allowed_ones() -> None:
     assert "Allowed parameters: execution_date (required), limit (optional)" in error.message
 
 
+@pytest.mark.hostile(kind="required")
 def test_several_unknown_parameters_are_all_named(spec: DatasetSpec) -> None:
     with pytest.raises(ParameterError) as info:
         resolve_parameters(spec, {"zeta": 1, "alpha": 2})
     assert "Unknown parameters 'alpha', 'zeta'" in info.value.message
 
 
+@pytest.mark.hostile(kind="required")
 def test_unknown_parameter_on_a_dataset_without_parameters() -> None:
     spec = load_spec("name: a\nowner: b\nquery: SELECT 1\n", "a.yaml")
     with pytest.raises(ParameterError) as info:
@@ -140,6 +145,7 @@ def test_unknown_parameter_on_a_dataset_without_parameters() -> None:
     assert "declares no parameters" in info.value.message
 
 
+@pytest.mark.hostile(kind="required")
 def test_missing_required_parameters_are_listed() -> None:
     spec = spec_with(
         "  - {name: execution_date, type: date, required: true}\n"
@@ -155,6 +161,7 @@ def test_missing_required_parameters_are_listed() -> None:
     assert "-p execution_date=<value> -p customer=<value>" in error.render()
 
 
+@pytest.mark.hostile(kind="required")
 def test_none_counts_as_not_given(spec: DatasetSpec) -> None:
     with pytest.raises(ParameterError, match="Missing required parameter: execution_date"):
         resolve_parameters(spec, {"execution_date": None})
@@ -189,6 +196,7 @@ def _run_types():
     return SdkRunType, CoreRunType
 
 
+@pytest.mark.hostile(kind="required")
 @pytest.mark.parametrize("enum_index", [0, 1], ids=["task-sdk DagRunType", "core DagRunType"])
 @pytest.mark.parametrize(
     ("member", "filled"),
@@ -215,6 +223,7 @@ def test_only_scheduler_made_runs_get_execution_date(spec: DatasetSpec, enum_ind
             assert "Allowed parameters: execution_date (required)" in caught.value.message
 
 
+@pytest.mark.hostile(kind="required")
 @pytest.mark.parametrize("run_type", ["", "bogus", None, "DagRunType.SOMETHING_NEW"])
 def test_an_unknown_run_type_fills_nothing(spec: DatasetSpec, run_type):
     from datetime import timezone
@@ -236,6 +245,7 @@ def test_parse_day(value, expected):
     assert parse_day(value, "--start") == expected
 
 
+@pytest.mark.hostile(kind="required")
 @pytest.mark.parametrize("value", ["2024-13-01", "2024-02-30", "yesterday", "", "20240115x"])
 def test_parse_day_refuses_what_is_not_a_date(value):
     from dli_airflow.params import parse_day

@@ -85,6 +85,7 @@ def _two_sources(make_store):
     })))
 
 
+@pytest.mark.hostile(kind="writes")
 def test_registering_over_code_or_an_existing_manual_spec_needs_force(make_store):
     snapshot = _two_sources(make_store)
     with pytest.raises(WorkflowRegistrationError, match="already exists in code/"):
@@ -134,6 +135,7 @@ def _pair(store: LocalStore, name: str) -> tuple[str, str]:
     return entry.sql, entry.sql_path or ""
 
 
+@pytest.mark.hostile(kind="writes")
 def test_two_registrations_of_one_name_at_once_exactly_one_wins_and_keeps_its_own_sql(tmp_path):
     root = tmp_path / "store"
     root.mkdir()
@@ -149,6 +151,7 @@ def test_two_registrations_of_one_name_at_once_exactly_one_wins_and_keeps_its_ow
         assert [f for f in _visible(root) if f.startswith(f"{name}.")] == sorted([f"{name}.yaml", key[len("manual/"):]])
 
 
+@pytest.mark.hostile(kind="writes")
 def test_two_forced_replacements_at_once_never_lose_a_write_nor_leave_files_over(tmp_path):
     """Each forced write replaces only the version it read: two that overlap make one fail (DLI-801); two that
     happen one after the other both succeed (the second replaced the first knowingly)."""
@@ -166,6 +169,7 @@ def test_two_forced_replacements_at_once_never_lose_a_write_nor_leave_files_over
         assert _visible(root) == sorted(["race.forced.yaml", key[len("manual/"):]])
 
 
+@pytest.mark.hostile(kind="writes")
 def test_a_forced_replacement_overtaken_after_its_read_fails_and_the_other_stands(tmp_path, monkeypatch):
     """The interleaving the race above may or may not hit, made certain: B registers between A's read and A's write."""
     root = tmp_path / "store"
@@ -190,6 +194,7 @@ def test_a_forced_replacement_overtaken_after_its_read_fails_and_the_other_stand
     assert sql == "SELECT 'B' AS v" and _visible(root) == sorted(["team.one.yaml", key[len("manual/"):]])
 
 
+@pytest.mark.hostile(kind="writes")
 def test_a_registration_racing_an_unregistration_never_leaves_a_spec_without_its_sql(tmp_path):
     root = tmp_path / "store"
     root.mkdir()
@@ -209,6 +214,7 @@ def test_a_registration_racing_an_unregistration_never_leaves_a_spec_without_its
         assert _visible(root) == []
 
 
+@pytest.mark.hostile(kind="writes")
 def test_without_force_an_existing_manual_spec_is_never_replaced(tmp_path):
     """The store's exclusive create decides, even when the caller's view of the store said the name was free."""
     root = tmp_path / "store"
@@ -243,6 +249,7 @@ def test_force_replaces_the_spec_and_removes_the_sql_it_named(tmp_path):
     assert [f for f in _visible(root) if f.startswith("team.inline")] == ["team.inline.yaml"]
 
 
+@pytest.mark.hostile(kind="writes")
 def test_a_failed_spec_write_removes_the_sql_written_for_it(tmp_path, monkeypatch):
     root = tmp_path / "store"
     root.mkdir()
@@ -275,6 +282,7 @@ REGISTRATION_CASES = [
 SPEC_WITH_FILE = "name: team.q\nowner: me@example.com\nquery_file: q.sql\n"
 
 
+@pytest.mark.hostile(kind="files")
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("build", "code", "fragment"), [c[1:] for c in REGISTRATION_CASES],
                          ids=[c[0] for c in REGISTRATION_CASES])
@@ -287,6 +295,7 @@ def test_registering_a_hostile_file_is_refused_at_once(tmp_path, build, code, fr
     assert (info.value.code, fragment in info.value.message) == (code, True), info.value.message
 
 
+@pytest.mark.hostile(kind="files")
 def test_a_hostile_manual_file_in_the_way_of_force_is_a_clear_error(tmp_path):
     root = tmp_path / "store"
     store_faults.fifo(root / "manual" / "team.one.yaml")
@@ -295,6 +304,7 @@ def test_a_hostile_manual_file_in_the_way_of_force_is_a_clear_error(tmp_path):
     assert (root / "manual" / "team.one.yaml").is_fifo() and _visible(root) == []  # no SQL was left behind
 
 
+@pytest.mark.hostile(kind="names")
 @pytest.mark.parametrize("lookalike", ["Code_Only", "code-only", "CODE-ONLY", "Manual-Only", "BOTH"])
 def test_a_look_alike_of_a_stored_name_is_refused_even_with_force(make_store, lookalike):
     snapshot = _two_sources(make_store)

@@ -50,6 +50,7 @@ HOSTILE = [
 TEMPLATE = "SELECT name FROM customers WHERE name = {{ customer }}"
 
 
+@pytest.mark.hostile(kind="injection")
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("value", HOSTILE, ids=[repr(v) for v in HOSTILE])
 def test_string_value_cannot_change_the_statement(dialect: str, value: str) -> None:
@@ -63,6 +64,7 @@ def test_string_value_cannot_change_the_statement(dialect: str, value: str) -> N
     assert where.right.this == value
 
 
+@pytest.mark.hostile(kind="injection")
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("value", HOSTILE, ids=[repr(v) for v in HOSTILE])
 def test_string_value_is_bound_and_returns_only_its_own_row_on_duckdb(dialect: str, value: str) -> None:
@@ -99,6 +101,7 @@ def test_params_namespace_renders_the_same_literal(dialect: str) -> None:
     assert by_name == by_params
 
 
+@pytest.mark.hostile(kind="injection")
 def test_rendered_value_is_not_rendered_again() -> None:
     assert render_sql("SELECT {{ x }}", {"x": "{{ 7 * 7 }}"}) == "SELECT '{{ 7 * 7 }}'"
 
@@ -110,6 +113,7 @@ def _template_spec() -> DatasetSpec:
     return spec_with("  - {name: execution_date, type: date, required: true}\n  - {name: customer}\n  - {name: suffix}\n")
 
 
+@pytest.mark.hostile(kind="injection")
 @pytest.mark.parametrize(
     ("sql", "line", "bare"),
     [
@@ -134,6 +138,7 @@ def test_hand_quoted_placeholder_is_205_with_the_fix(sql: str, line: int, bare: 
     assert f"'{bare}'" not in error.hint
 
 
+@pytest.mark.hostile(kind="injection")
 @pytest.mark.parametrize(
     ("sql", "where"),
     [
@@ -192,6 +197,7 @@ def test_undeclared_variable_inside_a_loop_is_found() -> None:
     assert "'custmer'" in info.value.message and "did you mean 'customer'?" in info.value.hint
 
 
+@pytest.mark.hostile(kind="rendering")
 def test_template_syntax_error_names_the_line() -> None:
     with pytest.raises(TemplateError) as info:
         check_template("SELECT 1\nWHERE {% if customer %} x", _template_spec(), "code/q.sql")
@@ -199,6 +205,7 @@ def test_template_syntax_error_names_the_line() -> None:
     assert info.value.message.startswith("code/q.sql:2:")
 
 
+@pytest.mark.hostile(kind="rendering")
 def test_sandbox_refuses_python_internals() -> None:
     with pytest.raises(TemplateError) as info:
         render_sql("SELECT {{ customer.__class__.__mro__[1].__subclasses__() }}", {"customer": "x"})
@@ -225,6 +232,7 @@ def test_identifier_filter_quotes_one_identifier(dialect: str, value: str) -> No
     assert tables[0].this.quoted
 
 
+@pytest.mark.hostile(kind="injection")
 def test_identifier_with_quote_runs_on_duckdb() -> None:
     conn = duckdb.connect(":memory:")
     conn.execute('CREATE TABLE "we""ird" AS SELECT 1 AS x')
@@ -285,11 +293,13 @@ def test_sql_literal(value: object, dialect: str, expected: str) -> None:
     assert sql_literal(value, dialect) == expected
 
 
+@pytest.mark.hostile(kind="rendering")
 def test_non_finite_number_is_refused() -> None:
     with pytest.raises(TemplateError):
         sql_literal(float("nan"))
 
 
+@pytest.mark.hostile(kind="rendering")
 def test_unsupported_value_is_refused() -> None:
     with pytest.raises(TemplateError):
         sql_literal(object())
@@ -335,6 +345,7 @@ def test_each_statement_binds_only_the_values_it_uses_and_runs_on_duckdb() -> No
     assert last == [(2,)]
 
 
+@pytest.mark.hostile(kind="injection")
 @pytest.mark.parametrize(
     ("sql", "sent"),
     [
@@ -387,6 +398,7 @@ def test_a_value_without_a_sql_form_is_refused_at_its_line() -> None:
         render_bound("SELECT 1,\n{{ dict(a=1) }}", {}, path="code/q.sql")
 
 
+@pytest.mark.hostile(kind="rendering")
 def test_an_undefined_name_at_run_time_names_the_line() -> None:
     with pytest.raises(TemplateError, match=r"code/q\.sql:3: 'nope' is undefined"):
         render_bound("SELECT 1\n,2\n,{{ nope }}", {}, path="code/q.sql")

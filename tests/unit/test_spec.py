@@ -337,6 +337,7 @@ BAD_SPECS = [
 ]
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize(
     ("text", "code", "field", "fragments"), [c[1:] for c in BAD_SPECS], ids=[c[0] for c in BAD_SPECS]
 )
@@ -431,6 +432,7 @@ def test_names_near_the_reserved_ones_are_allowed(name: str) -> None:
     assert load_spec(BASE.replace("sales.daily", f"'{name}'"), PATH).name == name
 
 
+@pytest.mark.hostile(kind="names")
 @pytest.mark.parametrize("name", ["__file__", "dli_sync", "DLI_spec_errors", ".hidden", "good.ds2\n"])
 def test_a_reserved_name_is_refused_when_registering_a_dict_too(name: str) -> None:
     from dli_airflow.spec import validate_spec
@@ -487,6 +489,7 @@ def test_yaml_syntax_error_names_the_line(text: str, line: int) -> None:
     assert "YAML syntax" in error.render()
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize("value", ["2024-13-45", "2024-02-30", "2023-02-29"])
 def test_impossible_yaml_date_is_a_yaml_error_with_line(value: str) -> None:
     error = _raises(BASE + f"team: {value}\n")
@@ -496,6 +499,7 @@ def test_impossible_yaml_date_is_a_yaml_error_with_line(value: str) -> None:
     assert "YYYY-MM-DD" in error.render()
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize("value", ["2024-13-45", "2024-02-30", "2023-02-29"])
 def test_impossible_date_default_names_the_parameter(value: str) -> None:
     # a parameter's default is read as written and checked against its type, so the field is named
@@ -505,6 +509,7 @@ def test_impossible_date_default_names_the_parameter(value: str) -> None:
     assert f"default {value!r} is not a valid date" in error.message and "YYYY-MM-DD" in error.message
 
 
+@pytest.mark.hostile(kind="files")
 def test_non_utf8_bytes() -> None:
     error = _raises(b"name: a\nowner: caf\xe9\nquery: SELECT 1\n")
     assert error.code == "DLI-202"
@@ -513,11 +518,13 @@ def test_non_utf8_bytes() -> None:
     assert "UTF-8" in error.render()
 
 
+@pytest.mark.hostile(kind="files")
 def test_utf16_file_is_refused_not_misread() -> None:
     error = _raises(BASE.encode("utf-16"))
     assert error.code == "DLI-202" and "not UTF-8" in error.message
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize(
     "tag",
     [
@@ -546,6 +553,7 @@ def _alias_bomb(levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.hostile(kind="yaml")
 def test_alias_bomb_fails_fast() -> None:
     started = time.monotonic()
     error = _raises(_alias_bomb())  # 10**9 nodes if expanded
@@ -563,6 +571,7 @@ def test_a_few_aliases_are_fine() -> None:
     assert spec.schedule.notifications.on_success == spec.schedule.notifications.on_failure
 
 
+@pytest.mark.hostile(kind="yaml")
 def test_deep_nesting_is_refused() -> None:
     error = _raises(BASE + "tags: " + "[" * 150 + "]" * 150 + "\n")
     assert error.code == "DLI-202" and "deeper" in error.message
@@ -580,6 +589,7 @@ def test_empty_and_comment_only_files(data: bytes, fragment: str) -> None:
     assert error.hint
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize(
     ("text", "kind"),
     [("- name: a\n  owner: b\n", "list"), ("just a sentence\n", "str"), ("42\n", "int"), ("null\n", "nothing")],
@@ -591,11 +601,13 @@ def test_not_a_mapping(text: str, kind: str) -> None:
     assert error.message.startswith(PATH) and "mapping" in error.message and kind in error.message
 
 
+@pytest.mark.hostile(kind="yaml")
 def test_several_documents_in_one_file() -> None:
     error = _raises(BASE + "---\n" + BASE)
     assert error.code == "DLI-202" and "one YAML document" in error.render()
 
 
+@pytest.mark.hostile(kind="files")
 def test_ten_megabyte_file_is_refused_before_parsing() -> None:
     data = BASE.encode() + b"description: '" + b"x" * (10 * 1024 * 1024) + b"'\n"
     started = time.monotonic()
@@ -635,6 +647,7 @@ def test_good_fixture_loads(path: Path) -> None:
     assert isinstance(spec, DatasetSpec) and sql.strip()
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize("path", BAD_FILES, ids=[p.name for p in BAD_FILES])
 def test_bad_fixture_raises_its_expected_error(path: Path) -> None:
     from dli_airflow.catalog import load_entry

@@ -103,6 +103,7 @@ READ_CASES: list[tuple[str, Callable[[Path, Deny], None], str, str, str]] = [
 ]
 
 
+@pytest.mark.hostile(kind="files")
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("build", "code", "where", "fragment"), [c[1:] for c in READ_CASES],
                          ids=[c[0] for c in READ_CASES])
@@ -124,12 +125,14 @@ def test_a_hostile_file_is_one_problem_and_the_rest_keeps_running(
     assert f"{root}/{where}" in problem.message
 
 
+@pytest.mark.hostile(kind="files")
 def test_read_regular_refuses_devices_without_reading_them(tmp_path: Path) -> None:
     for device in ("/dev/zero", "/dev/null", "/dev/urandom"):
         with pytest.raises(SpecValidationError, match="is a character device, not a regular file"):
             read_regular(device, "code/x.sql", "code/x.sql")
 
 
+@pytest.mark.hostile(kind="files")
 @pytest.mark.timeout(30)
 def test_a_fifo_with_a_writer_waiting_is_refused_at_once(tmp_path: Path) -> None:
     """O_NONBLOCK: opening a FIFO never waits for a writer; fstat on the descriptor refuses it."""
@@ -141,6 +144,7 @@ def test_a_fifo_with_a_writer_waiting_is_refused_at_once(tmp_path: Path) -> None
     assert time.monotonic() - started < 1
 
 
+@pytest.mark.hostile(kind="files")
 def test_the_check_that_counts_is_fstat_on_the_open_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A regular file swapped for a FIFO between the stat and the open is still refused (no TOCTOU)."""
     path = tmp_path / "x.yaml"
@@ -157,6 +161,7 @@ def test_the_check_that_counts_is_fstat_on_the_open_file(tmp_path: Path, monkeyp
         read_regular(str(path), "code/x.yaml", "code/x.yaml")
 
 
+@pytest.mark.hostile(kind="files")
 def test_a_file_that_grows_past_the_limit_while_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "x.sql"
     path.write_bytes(b"SELECT 1")
@@ -183,6 +188,7 @@ def test_limits_are_inclusive(tmp_path: Path) -> None:
 # -- listing ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.hostile(kind="files")
 def test_listing_reports_what_it_cannot_read_instead_of_skipping_it(tmp_path: Path, deny: Deny) -> None:
     root = tmp_path / "store"
     _write(root, "code/ok.yaml", KEEP)
@@ -196,6 +202,7 @@ def test_listing_reports_what_it_cannot_read_instead_of_skipping_it(tmp_path: Pa
     assert listed["code/link.yaml"].unreadable is None  # a file: reading it says what is wrong
 
 
+@pytest.mark.hostile(kind="files")
 def test_an_unreadable_prefix_is_listed_as_one_unreadable_folder(tmp_path: Path, deny: Deny) -> None:
     root = tmp_path / "store"
     deny(_write(root, "code/a.yaml", KEEP).parent)
@@ -231,6 +238,7 @@ def test_a_local_store_declares_itself_local_and_reads_many_files_one_by_one(tmp
 # -- the write guard ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.hostile(kind="writes")
 @pytest.mark.parametrize(
     "path",
     ["code/x.yaml", "manual/../code/x.yaml", "/manual/x.yaml", "manual", "manual/./x.yaml", "manual//x.yaml",
@@ -241,6 +249,7 @@ def test_every_write_outside_manual_is_refused(path: str) -> None:
         manual_path(path)
 
 
+@pytest.mark.hostile(kind="writes")
 def test_store_writes_never_touch_code(tmp_path: Path) -> None:
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "a.yaml").write_text("name: a\nowner: o\nquery: SELECT 1\n")
@@ -257,6 +266,7 @@ def test_store_writes_never_touch_code(tmp_path: Path) -> None:
     assert (tmp_path / "code" / "a.yaml").read_text().startswith("name: a")
 
 
+@pytest.mark.hostile(kind="writes")
 def test_symlinked_manual_folder_pointing_into_code_is_refused(tmp_path: Path) -> None:
     (tmp_path / "code").mkdir()
     (tmp_path / "manual").symlink_to(tmp_path / "code")
@@ -320,6 +330,7 @@ WRITE_CASES: list[tuple[str, Callable[[LocalStore], object], str, bytes | None]]
 ]
 
 
+@pytest.mark.hostile(kind="writes")
 @pytest.mark.parametrize(("act", "fragment", "left"), [c[1:] for c in WRITE_CASES], ids=[c[0] for c in WRITE_CASES])
 def test_a_write_that_lost_to_another_writer_is_dli_801_and_changes_nothing(
     tmp_path: Path, act: Callable[[LocalStore], object], fragment: str, left: bytes | None
@@ -347,6 +358,7 @@ def test_replace_and_delete_of_the_version_read_succeed(tmp_path: Path) -> None:
     assert _hidden(store) == []
 
 
+@pytest.mark.hostile(kind="writes")
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o027, 0o640), (0o002, 0o644)])
 def test_files_are_written_0644_less_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
     store = _store(tmp_path)
@@ -363,6 +375,7 @@ def test_files_are_written_0644_less_the_umask(tmp_path: Path, umask: int, mode:
         assert stat.S_IMODE((store.root / "manual" / name).stat().st_mode) == mode
 
 
+@pytest.mark.hostile(kind="writes")
 def test_a_filesystem_without_hard_links_still_creates_exclusively(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_links(src: object, dst: object) -> None:
         raise PermissionError(1, "Operation not permitted")
@@ -376,6 +389,7 @@ def test_a_filesystem_without_hard_links_still_creates_exclusively(tmp_path: Pat
     assert _hidden(store) == []
 
 
+@pytest.mark.hostile(kind="writes")
 def test_a_busy_write_lock_is_dli_801_after_its_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fcntl
 
@@ -399,6 +413,7 @@ ROUNDS = 20
 
 
 
+@pytest.mark.hostile(kind="writes")
 def test_two_threads_creating_one_file_exactly_one_wins_every_round(tmp_path: Path) -> None:
     store = _store(tmp_path)
     for n in range(ROUNDS):
@@ -408,6 +423,7 @@ def test_two_threads_creating_one_file_exactly_one_wins_every_round(tmp_path: Pa
         assert (store.root / path).read_bytes() == (b"A" if results[0] == "ok" else b"B")
 
 
+@pytest.mark.hostile(kind="writes")
 def test_two_threads_replacing_one_version_exactly_one_wins_every_round(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.create_manual("manual/a.yaml", b"start")
@@ -433,6 +449,7 @@ def _create_in_a_process(root: str, barrier: object, queue: object, tag: bytes) 
             queue.put((n, tag, exc.code))  # type: ignore[attr-defined]
 
 
+@pytest.mark.hostile(kind="writes")
 @pytest.mark.timeout(120)
 def test_two_processes_creating_one_file_exactly_one_wins_every_round(tmp_path: Path) -> None:
     store = _store(tmp_path)

@@ -46,6 +46,7 @@ DUPLICATE_KEYS = [
 ]
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize(("text", "line", "fragments"), [c[1:] for c in DUPLICATE_KEYS], ids=[c[0] for c in DUPLICATE_KEYS])
 def test_a_duplicate_key_is_refused_naming_the_key_and_both_lines(text: str, line: int, fragments: list[str]) -> None:
     with pytest.raises(SpecSyntaxError) as info:
@@ -75,6 +76,7 @@ AMBIGUOUS_NUMBERS = [
 ]
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize(("value", "read"), [c[1:] for c in AMBIGUOUS_NUMBERS], ids=[c[0] for c in AMBIGUOUS_NUMBERS])
 def test_an_ambiguous_unquoted_number_is_refused_with_quote_it(value: str, read: str) -> None:
     text = BASE + f"schedule:\n  cron: '0 9 * * *'\n  retry: {{max_attempts: {value}}}\n"
@@ -115,6 +117,7 @@ TEXT_DEFAULTS = [
 ]
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize(("param_type", "written", "value"), TEXT_DEFAULTS, ids=[f"{t}-{w}" for t, w, _ in TEXT_DEFAULTS])
 def test_a_parameter_default_is_read_as_written(param_type: str, written: str, value: object) -> None:
     spec = load_spec(BASE + f"parameters:\n  - name: p\n    type: {param_type}\n    default: {written}\n", PATH)
@@ -122,6 +125,7 @@ def test_a_parameter_default_is_read_as_written(param_type: str, written: str, v
     assert default == value and type(default) is type(value)
 
 
+@pytest.mark.hostile(kind="yaml")
 def test_the_text_is_kept_in_merged_and_flow_parameters() -> None:
     text = BASE + "parameters:\n  - &p {name: a, default: NO}\n  - {<<: *p, name: b}\n  - {name: c, default: 010}\n"
     assert [p.default for p in load_spec(text, PATH).parameters] == ["NO", "NO", "010"]
@@ -136,6 +140,7 @@ TEXT_DEFAULT_REFUSALS = [
 ]
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize(
     ("param_type", "written", "fragment"), [c[1:] for c in TEXT_DEFAULT_REFUSALS], ids=[c[0] for c in TEXT_DEFAULT_REFUSALS]
 )
@@ -148,6 +153,7 @@ def test_a_default_that_does_not_fit_its_type_as_written_is_refused(param_type: 
     assert f"default {written!r} is {fragment}" in info.value.message
 
 
+@pytest.mark.hostile(kind="yaml")
 @pytest.mark.parametrize(("field", "value"), [("team", "2024"), ("owner", "yes"), ("description", "2024-01-15")])
 def test_a_text_field_given_a_typed_value_says_quote_it(field: str, value: str) -> None:
     from dli_airflow.errors import SpecValidationError

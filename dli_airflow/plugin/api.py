@@ -1,0 +1,271 @@
+"""The control plane's FastAPI app, mounted by the plugin at ``/dli``: the ``/dli/api/v1`` API.
+
+Authentication is the api-server's own (a JWT from ``/auth/token`` as ``Authorization: Bearer``, or the
+UI's cookie); authorization is Airflow's auth manager, with a dataset's name as its DAG id:
+
+- reading a workflow needs read access to its DAG; a spec that is not a DAG (yet) — an overridden manual
+  copy, a dataset Airflow has not parsed — is shown to users who may read every DAG;
+- pausing and unpausing need edit access to the DAG (``PUT``).
+
+Writes to Airflow (pause, unpause) are made through Airflow's own REST API, in-process, with the caller's
+credentials: Airflow authorizes and audits them as if the caller had made them, once. A code workflow is
+never modified or deleted here, whoever asks. Errors are JSON: ``{"code", "message", "hint", "problems"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from dli_airflow import __version__
+from dli_airflow.errors import (
+    DatasetNotFoundError,
+    DliError,
+    ServerExecutionError,
+    WorkflowNotFoundError,
+    WorkflowPermissionError,
+    parse_choice,
+)
+from dli_airflow.plugin import state
+from dli_airflow.spec import DatasetStatus, SourceType
+from dli_airflow.workflow import WorkflowInfo, merge_workflows, select_workflows
+
+API_PREFIX = "/api/v1"
+#: The largest page of ``GET /workflows`` (Airflow's own API pages at most 1,000 DAGs too)
+MAX_PAGE = 1000
+#: Writes authenticated by the UI's cookie (not by a bearer token) must carry this header: a page of
+#: another site cannot send it without a CORS preflight the api-server refuses (CSRF protection).
+CSRF_HEADER = "X-DLI-Request"
+
+# HTTP status by DLI code (the longest matching prefix wins)
+_STATUS = {
+    "DLI-0": 500, "DLI-1": 404, "DLI-2": 422, "DLI-3": 422, "DLI-4": 502, "DLI-5": 503,
+    "DLI-800": 404, "DLI-801": 409, "DLI-802": 409, "DLI-803": 403,
+}
+
+
+def status_of(error: DliError) -> int:
+    """The HTTP status that answers ``error``."""
+    for prefix in sorted(_STATUS, key=len, reverse=True):
+        if error.code.startswith(prefix):
+            return _STATUS[prefix]
+    return 500
+
+
+async def _user(request: Request) -> Any:
+    """The caller, authenticated by the api-server (401 without credentials, 403 for a bad token)."""
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.security import HTTPAuthorizationCredentials
+
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if token else None
+    return await get_user(request, None, bearer)
+
+
+User = Annotated[Any, Depends(_user)]
+
+
+def _authorized(user: Any, method: str, name: str | None) -> bool:
+    """Whether ``user`` may ``method`` the DAG ``name`` (``None``: every DAG) by Airflow's auth manager."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    team = None
+    if name is not None:
+        from airflow.models.dag import DagModel
+
+        team = DagModel.get_team_name(name)
+    return get_auth_manager().is_authorized_dag(method=method, details=DagDetails(id=name, team_name=team), user=user)
+
+
+def _require(user: Any, method: str, name: str | None, action: str) -> None:
+    if not _authorized(user, method, name):
+        who = getattr(user, "get_name", lambda: "this user")()
+        target = f"the workflow {name!r}" if name else "every workflow"
+        raise WorkflowPermissionError(
+            f"{who} may not {action} {target}: Airflow's auth manager refuses {method} on the DAG",
+            hint="ask an Airflow admin for that DAG permission (see the README's role table)",
+        )
+
+
+def _visible(user: Any, infos: list[WorkflowInfo]) -> list[WorkflowInfo]:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    readable = get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
+    every = None
+    kept = []
+    for info in infos:
+        if info.in_airflow and info.status is not DatasetStatus.OVERRIDDEN:
+            if info.dataset_name in readable:
+                kept.append(info)
+            continue
+        if every is None:
+            every = _authorized(user, "GET", None)
+        if every:
+            kept.append(info)
+    return kept
+
+
+def _infos(only: str | None = None, running: bool = False) -> list[WorkflowInfo]:
+    snapshot = state.snapshot()
+    return merge_workflows(snapshot.entries, state.dli_dags(only), state.running_dag_ids() if running else set(), only=only)
+
+
+class WorkflowPage(BaseModel):
+    workflows: list[WorkflowInfo]
+    total_entries: int
+
+
+class WorkflowCopies(BaseModel):
+    """A dataset's workflow: the active copy first, then the others (an overridden manual copy)."""
+
+    workflow: WorkflowInfo
+    copies: list[WorkflowInfo]
+
+
+class ActionResult(BaseModel):
+    dataset_name: str
+    action: str
+    message: str
+
+
+def create_app() -> FastAPI:
+    """The control plane's app (the plugin builds it on its first request)."""
+    app = FastAPI(
+        title="dli control plane",
+        version=__version__,
+        description="dli-airflow's API in Airflow's api-server: workflows of the spec store joined with "
+        "Airflow's state, authorized by Airflow's auth manager. Errors carry the DLI code, message and hint.",
+        docs_url=f"{API_PREFIX}/docs",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        redoc_url=None,
+    )
+
+    @app.exception_handler(DliError)
+    async def dli_error(request: Request, exc: DliError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=status_of(exc))
+
+    @app.get(f"{API_PREFIX}/health")
+    def health() -> dict[str, Any]:
+        """Whether the control plane answers and reads the store (no authentication, no store details)."""
+        try:
+            snapshot = state.snapshot()
+        except DliError as exc:
+            return {"status": "degraded", "version": __version__, "store": {"readable": False, "code": exc.code}}
+        return {
+            "status": "degraded" if snapshot.warnings else "ok",
+            "version": __version__,
+            "store": {"readable": not snapshot.warnings, "datasets": len(snapshot.entries),
+                      "problems": len(snapshot.problems)},
+        }
+
+    @app.get(f"{API_PREFIX}/workflows")
+    def list_workflows(
+        user: User,
+        source: str | None = None,
+        status: str | None = None,
+        filter: str | None = None,  # noqa: A002 - the query parameter's name
+        running: bool = False,
+        enabled: bool = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> WorkflowPage:
+        """Every workflow the caller may read: the store's specs (overridden manual copies too) joined with
+        their DAGs' state, sorted by name then source, one page at a time."""
+        selected = select_workflows(
+            _visible(user, _infos(running=running)),
+            source=parse_choice(SourceType, source, "source"),
+            status=parse_choice(DatasetStatus, status, "status"),
+            dataset_filter=filter, running_only=running, enabled_only=enabled,
+        )
+        return WorkflowPage(workflows=selected[offset:offset + limit], total_entries=len(selected))
+
+    @app.get(f"{API_PREFIX}/workflows/{{name}}")
+    def get_workflow(name: str, user: User) -> WorkflowCopies:
+        """A dataset's workflow, the active copy first."""
+        _require(user, "GET", name, "read")
+        infos = [i for i in _infos(only=name) if i.dataset_name == name]
+        if not infos:
+            raise WorkflowNotFoundError(f"Workflow {name!r} is neither in the spec store nor in Airflow")
+        infos.sort(key=lambda i: i.status is DatasetStatus.OVERRIDDEN)
+        return WorkflowCopies(workflow=infos[0], copies=infos[1:])
+
+    @app.get(f"{API_PREFIX}/problems")
+    def problems(user: User) -> dict[str, Any]:
+        """The store's problems (file, field, fix) and warnings (an outage served from the last good copy)."""
+        _require(user, "GET", None, "read the problems of")
+        snapshot = state.snapshot()
+        return {"problems": [p.to_dict() for p in snapshot.problems], "warnings": list(snapshot.warnings)}
+
+    def _set_paused(request: Request, user: Any, name: str, paused: bool, source: str | None) -> ActionResult:
+        action = "pause" if paused else "unpause"
+        _check_csrf(request)
+        _require(user, "PUT", name, action)
+        wanted = parse_choice(SourceType, source, "source")
+        snapshot = state.snapshot()
+        try:
+            entry = snapshot.get(name, wanted)
+        except DatasetNotFoundError:
+            entry = None
+            if wanted is not None:
+                raise WorkflowNotFoundError(f"Dataset {name!r} has no {wanted.value} spec") from None
+        if entry is not None and entry.status is DatasetStatus.OVERRIDDEN:
+            raise WorkflowPermissionError(
+                f"Workflow {name!r} (manual) is overridden by code and cannot be {action}d on its own",
+                hint="removing the code spec (in Git, deployed by CI) restores the manual one",
+            )
+        if name not in state.dli_dags(name):
+            raise WorkflowNotFoundError(f"Workflow {name!r} is not in Airflow (not parsed yet, or not a dli DAG)")
+        _airflow(request, "PATCH", f"/dags/{name}", {"is_paused": paused})
+        return ActionResult(dataset_name=name, action=action, message=f"{action.capitalize()}d {name}")
+
+    @app.post(f"{API_PREFIX}/workflows/{{name}}/pause")
+    def pause(name: str, request: Request, user: User, source: str | None = None) -> ActionResult:
+        """Pause the workflow's schedule (code and manual workflows alike)."""
+        return _set_paused(request, user, name, True, source)
+
+    @app.post(f"{API_PREFIX}/workflows/{{name}}/unpause")
+    def unpause(name: str, request: Request, user: User, source: str | None = None) -> ActionResult:
+        """Unpause it; an overridden manual copy cannot be unpaused (the code copy is the active one)."""
+        return _set_paused(request, user, name, False, source)
+
+    return app
+
+
+def _check_csrf(request: Request) -> None:
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return
+    if not request.headers.get(CSRF_HEADER):
+        raise WorkflowPermissionError(
+            f"A write authenticated by the UI's cookie needs the {CSRF_HEADER} header (CSRF protection)",
+            hint="send `Authorization: Bearer <token>`, or the header from the Datasets page's own script",
+        )
+
+
+def _airflow(request: Request, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call Airflow's REST API v2 in this api-server process with the caller's own credentials."""
+    import anyio.from_thread
+    import httpx
+    from airflow.api_fastapi.main import app as root  # the api-server's app (uvicorn imported it already)
+
+    headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "cookie")}
+    headers["content-type"] = "application/json"
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=root)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api-server") as client:
+            return await client.request(method, f"/api/v2{path}", json=body, headers=headers)
+
+    response = anyio.from_thread.run(call)
+    if response.status_code in (401, 403):
+        raise WorkflowPermissionError(f"Airflow refused {method} {path}: {response.text[:200]}")
+    if response.status_code >= 400:
+        raise ServerExecutionError(f"Airflow answered {response.status_code} to {method} {path}: {response.text[:300]}")
+    return response.json() if response.content else None
+
+
+__all__ = ["API_PREFIX", "CSRF_HEADER", "MAX_PAGE", "create_app", "status_of"]

@@ -1,0 +1,98 @@
+"""What the control plane reads in the api-server: the store's snapshot (through the same cache as the
+dag-processor) and the dli DAGs' state from Airflow's metadata DB, in-process (one query each, no REST
+round trip). Writes to Airflow go through its own REST API instead (see ``api.py``), so they are
+authorized and audited by Airflow exactly once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dli_airflow.catalog import StoreSnapshot
+
+#: How long one snapshot answers requests before the store is listed again (a LIST per prefix, GETs only
+#: for changed objects): a burst of requests costs one listing, and a change shows within this many seconds.
+SNAPSHOT_TTL_SECONDS = 5.0
+
+_lock = threading.Lock()
+_memo: tuple[float, str, StoreSnapshot] | None = None
+
+
+def snapshot() -> StoreSnapshot:
+    """The store's resolved snapshot, at most :data:`SNAPSHOT_TTL_SECONDS` old.
+
+    During an outage this is the last good copy, its ``warnings`` saying so; with neither store nor copy it
+    raises the store's DLI-503.
+    """
+    global _memo
+    from dli_airflow import config
+    from dli_airflow.cache import load_snapshot
+
+    store = config.spec_store()
+    now = time.monotonic()
+    with _lock:
+        if _memo is not None and _memo[1] == store and now - _memo[0] < SNAPSHOT_TTL_SECONDS:
+            return _memo[2]
+        fresh = load_snapshot(store)
+        _memo = (time.monotonic(), store, fresh)
+        return fresh
+
+
+def forget_snapshot() -> None:
+    """Read the store again on the next request (after a write through the control plane)."""
+    global _memo
+    with _lock:
+        _memo = None
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def dli_dags(only: str | None = None) -> dict[str, dict[str, Any]]:
+    """The live DAGs tagged ``dli`` (or the one named ``only``), as REST-API-shaped dicts by dag id."""
+    from airflow.models.dag import DagModel, DagTag
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    query = (
+        select(DagModel)
+        .where(DagModel.is_stale.is_(False), DagModel.dag_id.in_(select(DagTag.dag_id).where(DagTag.name == "dli")))
+        .options(selectinload(DagModel.tags))
+    )
+    if only is not None:
+        query = query.where(DagModel.dag_id == only)
+    with create_session() as session:
+        return {
+            dag.dag_id: {
+                "dag_id": dag.dag_id,
+                "is_paused": bool(dag.is_paused),
+                "is_stale": False,
+                "next_dagrun_run_after": _iso(dag.next_dagrun_create_after),
+                "next_dagrun_logical_date": _iso(dag.next_dagrun),
+                "tags": [{"name": tag.name} for tag in dag.tags],
+                "owners": [o.strip() for o in (dag.owners or "").split(",") if o.strip()],
+                "description": dag.description,
+                "timetable_summary": dag.timetable_summary,
+            }
+            for dag in session.scalars(query)
+        }
+
+
+def running_dag_ids() -> set[str]:
+    """The DAGs with a queued or running run."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(DagRun.dag_id).where(DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING])).distinct()
+        return set(session.scalars(query))
+
+
+__all__ = ["SNAPSHOT_TTL_SECONDS", "dli_dags", "forget_snapshot", "running_dag_ids", "snapshot"]

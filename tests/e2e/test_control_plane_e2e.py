@@ -1,0 +1,138 @@
+"""The control plane (``/dli/api/v1``) in the real api-server of the session's Airflow: mounted by the plugin
+from the package's ``airflow.plugins`` entry point, authenticated and authorized by Airflow's own auth
+manager (the simple auth manager's role users that ``dli dev up`` creates)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from dli_airflow import dev
+from dli_airflow.catalog import scan
+from dli_airflow.spec import DatasetStatus
+
+pytestmark = pytest.mark.e2e
+
+
+def _password(airflow, user: str) -> str:
+    return json.loads((airflow.home / "passwords.json").read_text())[user]
+
+
+def _dli(airflow, user: str = "admin") -> httpx.Client:
+    token = dev.get_token(airflow.url, user, _password(airflow, user))
+    return httpx.Client(base_url=f"{airflow.url}/dli/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def _dag_paused(airflow, name: str) -> bool:
+    with airflow.api() as api:
+        return api.get(f"/dags/{name}").json()["is_paused"]
+
+
+def test_the_plugin_is_loaded_from_the_entry_point_and_serves_its_openapi(airflow) -> None:
+    with airflow.api() as api:
+        plugins = api.get("/plugins").json()["plugins"]
+    [plugin] = [p for p in plugins if p["name"] == "dli"]
+    assert plugin["fastapi_apps"][0]["url_prefix"] == "/dli"
+    schema = httpx.get(f"{airflow.url}/dli/api/v1/openapi.json", timeout=30).json()
+    assert {"/api/v1/workflows", "/api/v1/workflows/{name}", "/api/v1/workflows/{name}/pause"} <= set(schema["paths"])
+
+
+def test_health_answers_without_credentials_and_shows_no_store_details(airflow) -> None:
+    body = httpx.get(f"{airflow.url}/dli/api/v1/health", timeout=30).json()
+    assert body["status"] == "ok" and body["store"]["readable"] is True
+    assert body["store"]["datasets"] == len(scan(airflow.store).entries)
+    assert airflow.store not in json.dumps(body)
+
+
+def test_reads_need_a_token(airflow) -> None:
+    response = httpx.get(f"{airflow.url}/dli/api/v1/workflows", timeout=30)
+    assert response.status_code == 401
+    bad = httpx.get(f"{airflow.url}/dli/api/v1/workflows", headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert bad.status_code in (401, 403)
+
+
+def test_the_list_is_the_store_joined_with_airflow_overridden_copies_included(airflow) -> None:
+    expected = {(e.name, e.source.value, e.status.value) for e in scan(airflow.store).entries}
+    with _dli(airflow) as dli:
+        body = dli.get("/workflows", params={"limit": 1000}).json()
+        first = dli.get("/workflows", params={"limit": 3, "offset": 0}).json()
+        rest = dli.get("/workflows", params={"limit": 1000, "offset": 3}).json()
+    got = {(w["dataset_name"], w["source_type"], w["status"]) for w in body["workflows"]}
+    # a dataset's state in Airflow may differ from the spec's (paused in the UI): compare names and sources
+    assert {g[:2] for g in got} >= {e[:2] for e in expected}
+    assert ("analytics.user_metrics", "manual", DatasetStatus.OVERRIDDEN.value) in got
+    assert body["total_entries"] == len(body["workflows"])
+    assert first["workflows"] + rest["workflows"] == body["workflows"] and first["total_entries"] == body["total_entries"]
+
+
+def test_next_run_is_shown_in_the_specs_time_zone(airflow) -> None:
+    with _dli(airflow) as dli:
+        body = dli.get("/workflows/analytics.daily_clicks").json()
+    workflow = body["workflow"]
+    assert workflow["timezone"] == "Asia/Seoul" and workflow["cron"] == "0 9 * * *"
+    if workflow["status"] == "active":
+        assert workflow["next_run"].endswith("+09:00") and "T09:00:00" in workflow["next_run"]
+
+
+def test_get_shows_the_overridden_copy_beside_the_active_one(airflow) -> None:
+    with _dli(airflow) as dli:
+        body = dli.get("/workflows/analytics.user_metrics").json()
+    assert body["workflow"]["source_type"] == "code"
+    assert [(c["source_type"], c["status"], c["overridden_by"]) for c in body["copies"]] == [("manual", "overridden", "code")]
+
+
+def test_an_unknown_workflow_is_a_json_dli_800(airflow) -> None:
+    with _dli(airflow) as dli:
+        response = dli.get("/workflows/no.such.dataset")
+    assert response.status_code == 404
+    assert response.json()["code"] == "DLI-800" and "no.such.dataset" in response.json()["message"]
+
+
+def test_a_bad_filter_value_is_a_json_error_naming_the_choices(airflow) -> None:
+    with _dli(airflow) as dli:
+        response = dli.get("/workflows", params={"status": "sleeping"})
+    assert response.status_code == 422 and response.json()["code"].startswith("DLI-2")
+    assert "active" in response.json()["message"] + (response.json()["hint"] or "")
+
+
+def test_a_viewer_reads_but_may_not_pause(airflow) -> None:
+    with _dli(airflow, "viewer") as dli:
+        assert dli.get("/workflows").status_code == 200
+        response = dli.post("/workflows/analytics.campaign_report/pause")
+    assert response.status_code == 403 and response.json()["code"] == "DLI-803"
+    assert "viewer" in response.json()["message"]
+    assert _dag_paused(airflow, "analytics.campaign_report") is False
+
+
+@pytest.mark.parametrize("user", ["user", "op", "admin"])
+def test_a_user_op_or_admin_pauses_and_unpauses_through_airflow(airflow, user: str) -> None:
+    name = "analytics.campaign_report"
+    with _dli(airflow, user) as dli:
+        paused = dli.post(f"/workflows/{name}/pause")
+        assert paused.status_code == 200, paused.text
+        assert paused.json()["action"] == "pause" and _dag_paused(airflow, name) is True
+        assert dli.get(f"/workflows/{name}").json()["workflow"]["status"] == "paused"
+        unpaused = dli.post(f"/workflows/{name}/unpause")
+        assert unpaused.status_code == 200 and _dag_paused(airflow, name) is False
+    # Airflow's own audit log has the change, under the caller's name, once per write
+    with airflow.api() as api:
+        logs = api.get("/eventLogs", params={"dag_id": name, "owner": user, "order_by": "-when", "limit": 10}).json()
+    events = [e["event"] for e in logs["event_logs"]]
+    assert events.count("patch_dag") >= 2, events
+
+
+def test_an_overridden_manual_copy_cannot_be_unpaused_on_its_own(airflow) -> None:
+    with _dli(airflow) as dli:
+        response = dli.post("/workflows/analytics.user_metrics/unpause", params={"source": "manual"})
+    assert response.status_code == 403 and response.json()["code"] == "DLI-803"
+    assert "removing the code spec" in response.json()["hint"]
+
+
+def test_a_write_with_the_ui_cookie_needs_the_csrf_header(airflow) -> None:
+    token = dev.get_token(airflow.url, "admin", _password(airflow, "admin"))
+    url = f"{airflow.url}/dli/api/v1/workflows/analytics.campaign_report/pause"
+    response = httpx.post(url, cookies={"_token": token}, timeout=30)
+    assert response.status_code == 403 and "CSRF" in response.json()["message"]
+    assert _dag_paused(airflow, "analytics.campaign_report") is False
