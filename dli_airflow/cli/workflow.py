@@ -59,6 +59,16 @@ def _fmt_time(value: Optional[datetime]) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
 
 
+def _fmt_zoned(value: Optional[datetime], zone: Optional[str]) -> str:
+    """A schedule's time in the schedule's own zone, labelled: ``2026-12-03 09:00 Asia/Seoul`` (UTC without one)."""
+    if value is None:
+        return "-"
+    from zoneinfo import ZoneInfo
+
+    name = zone or "UTC"
+    return f"{value.astimezone(ZoneInfo(name)).strftime('%Y-%m-%d %H:%M')} {name}"
+
+
 def _echo_result(result: Any, fmt: OutputFormat) -> None:
     if fmt is OutputFormat.json:
         print_json(result.model_dump(mode="json"))
@@ -246,7 +256,7 @@ def list_workflows(
         return
     rows = []
     for info in result.workflows:
-        next_run = _fmt_time(info.next_run)
+        next_run = _fmt_zoned(info.next_run, info.timezone)
         if info.overridden_by is not None:
             next_run = f"- (overridden by {info.overridden_by.value})"
         elif not info.in_airflow:

@@ -259,6 +259,7 @@ def test_cli_run_wait_list_and_errors(airflow, e2e_store):
     listing = _cli(airflow, e2e_store, "list")
     assert listing.returncode == 0, listing.stderr
     assert "(overridden by code)" in listing.stdout and "NEXT RUN" in listing.stdout
+    assert " Asia/Seoul" in listing.stdout  # the next run of a Seoul schedule, in its zone, labelled
     bad = _cli(airflow, e2e_store, "run", "e2e.adhoc", "-p", "m=1")
     assert bad.returncode == 1 and "Error [DLI-203]" in bad.stderr and "Traceback" not in bad.stderr
     denied = _cli(airflow, e2e_store, "unregister", "analytics.daily_clicks")

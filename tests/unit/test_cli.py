@@ -396,3 +396,14 @@ def test_help_shows_config_keys_as_written(runner: CliRunner, args: list[str], t
     result = runner.invoke(app, args, terminal_width=200, env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert text in " ".join(result.output.split()), result.output
+
+
+def test_the_workflow_table_shows_a_next_run_in_its_schedules_zone_with_the_label() -> None:
+    from datetime import datetime, timezone
+
+    from dli_airflow.cli.workflow import _fmt_zoned
+
+    utc = datetime(2026, 12, 3, 0, 0, tzinfo=timezone.utc)
+    assert _fmt_zoned(utc, "Asia/Seoul") == "2026-12-03 09:00 Asia/Seoul"
+    assert _fmt_zoned(utc, None) == "2026-12-03 00:00 UTC"
+    assert _fmt_zoned(None, "Asia/Seoul") == "-"

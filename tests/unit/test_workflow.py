@@ -98,3 +98,54 @@ def test_structured_log_lines_keep_level_and_error():
     item = {"event": "Task failed", "level": "error", "error_detail": [{"exc_type": "X", "exc_value": "boom"}]}
     assert log_line_text(item) == "[error] Task failed | X: boom"
     assert log_line_text("plain") == "plain"
+
+
+# -- the store joined with Airflow's DAGs (client and control plane alike) ----------------------------------
+
+def _entry(name: str, source: str, status: str, schedule: str = "", overridden_by: str | None = None):
+    from dli_airflow.catalog import SpecEntry
+    from dli_airflow.spec import DatasetStatus, SourceType, load_spec
+
+    spec = load_spec(f"name: {name}\nowner: me@example.com\nquery: SELECT 1\n{schedule}", f"{source}/{name}.yaml")
+    return SpecEntry(spec=spec, source=SourceType(source), status=DatasetStatus(status), path=f"{source}/{name}.yaml",
+                     sql="SELECT 1", overridden_by=SourceType(overridden_by) if overridden_by else None)
+
+
+SEOUL = "schedule:\n  cron: '0 9 * * *'\n  timezone: Asia/Seoul\n"
+
+
+def test_merge_joins_entries_with_their_dags_and_shows_next_run_in_the_specs_zone():
+    from dli_airflow.workflow import merge_workflows
+
+    entries = [
+        _entry("a.daily", "code", "active", SEOUL),
+        _entry("a.daily", "manual", "overridden", overridden_by="code"),
+        _entry("b.new", "manual", "active"),
+    ]
+    dags = {
+        "a.daily": {"dag_id": "a.daily", "is_paused": False, "next_dagrun_run_after": "2026-12-03T00:00:00+00:00",
+                    "tags": [{"name": "dli"}]},
+        "c.orphan": {"dag_id": "c.orphan", "is_paused": True, "tags": [{"name": "dli"}, {"name": "source:manual"}]},
+        "dli_spec_errors": {"dag_id": "dli_spec_errors", "tags": [{"name": "dli"}, {"name": "dli:errors"}]},
+    }
+    infos = merge_workflows(entries, dags, {"a.daily"})
+    assert [(i.dataset_name, i.source_type.value, i.status.value) for i in infos] == [
+        ("a.daily", "code", "active"), ("a.daily", "manual", "overridden"), ("b.new", "manual", "active"),
+        ("c.orphan", "manual", "paused"),
+    ]
+    code = infos[0]
+    assert code.next_run is not None and code.next_run.isoformat() == "2026-12-03T09:00:00+09:00"
+    assert code.is_running and infos[1].next_run is None and not infos[2].in_airflow
+    assert [i.dataset_name for i in merge_workflows(entries, dags, set(), only="c.orphan")] == ["c.orphan"]
+
+
+def test_select_filters_by_source_status_name_and_running():
+    from dli_airflow.spec import DatasetStatus, SourceType
+    from dli_airflow.workflow import merge_workflows, select_workflows
+
+    infos = merge_workflows([_entry("a.daily", "code", "active"), _entry("b.x", "manual", "paused")], {}, set())
+    assert [i.dataset_name for i in select_workflows(infos, source=SourceType.MANUAL)] == ["b.x"]
+    assert [i.dataset_name for i in select_workflows(infos, status=DatasetStatus.ACTIVE)] == ["a.daily"]
+    assert [i.dataset_name for i in select_workflows(infos, dataset_filter="DAI")] == ["a.daily"]
+    assert select_workflows(infos, running_only=True) == []
+    assert [i.dataset_name for i in select_workflows(infos, enabled_only=True)] == ["a.daily"]
