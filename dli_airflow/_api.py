@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from dli_airflow.errors import (
+    DliError,
     ServerAuthError,
     ServerExecutionError,
     ServerUnreachableError,
@@ -66,6 +67,25 @@ def map_transport_error(exc: httpx.TransportError, url: str) -> ServerUnreachabl
     )
 
 
+def dli_error_of(response: httpx.Response) -> DliError | None:
+    """The DLI error a control-plane answer carries (``{"code": "DLI-…", "message", "hint", "problems"}``)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    code = data.get("code") if isinstance(data, dict) else None
+    if not isinstance(code, str) or not code.startswith("DLI-"):
+        return None
+    from dli_airflow.errors import Problem, all_error_classes
+
+    cls = next((c for c in all_error_classes() if c.code == code), DliError)
+    problems = [
+        Problem(str(p.get("message", "")), file=p.get("file"), field=p.get("field"), hint=p.get("hint"), line=p.get("line"))
+        for p in data.get("problems") or [] if isinstance(p, dict)
+    ]
+    return cls(str(data.get("message", ""))[:2000], hint=data.get("hint"), problems=problems)
+
+
 def raise_for_response(response: httpx.Response, url: str, path: str) -> None:
     """Raise the DLI error for an HTTP error answer of the REST API.
 
@@ -73,6 +93,9 @@ def raise_for_response(response: httpx.Response, url: str, path: str) -> None:
     :param path: the API path asked for (for the message)
     """
     status = response.status_code
+    dli = dli_error_of(response)
+    if dli is not None:
+        raise dli
     why = detail(response)
     if is_expired_token(response):
         raise ServerAuthError(
@@ -237,8 +260,10 @@ class ApiTransport:
         idempotent: bool | None = None,
         retry_statuses: tuple[int, ...] = (),
         authenticated: bool = True,
+        prefix: str = API_PREFIX,
     ) -> httpx.Response:
-        """Send one request to ``/api/v2<path>``; return the response when its status is in ``ok``.
+        """Send one request to ``<prefix><path>`` (Airflow's ``/api/v2`` by default, or dli's control plane);
+        return the response when its status is in ``ok``.
 
         :param idempotent: retried on connection errors and 5xx (default: GET and HEAD are)
         :param retry_statuses: statuses a non-idempotent request may be retried on (e.g. 503 for a write
@@ -255,7 +280,7 @@ class ApiTransport:
             attempt += 1
             try:
                 response = self._http.request(
-                    method, f"{API_PREFIX}{path}", json=json, params=params,
+                    method, f"{prefix}{path}", json=json, params=params,
                     **({} if authenticated else {"auth": None}),
                 )
             except httpx.TransportError as exc:

@@ -54,6 +54,8 @@ class RunMethods:
         def _conf_without_spec(self, name: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]: ...
         def _dli_dags(self) -> dict[str, dict[str, Any]]: ...
         def _infos(self, *, only: str | None = None, running_only: bool = False) -> list[WorkflowInfo]: ...
+        def _plane(self) -> bool: ...
+        def _dli(self, method: str, path: str, **kwargs: Any) -> Any: ...
 
     def run(
         self,
@@ -64,7 +66,16 @@ class RunMethods:
         source_type: SourceType | str | None = None,
         note: str | None = None,
     ) -> WorkflowRunResult:
-        """Trigger an ad-hoc run on Airflow (``dry_run``: render and parse the SQL, trigger nothing)."""
+        """Trigger an ad-hoc run on Airflow (``dry_run``: render and parse the SQL, trigger nothing).
+
+        With dli's control plane in Airflow the parameters are validated and coerced against the spec on the
+        server; without it, against the store this client reads (or only by name, without one)."""
+        if self._plane():
+            source = parse_choice(SourceType, source_type, "--source")
+            body = {"parameters": dict(parameters or {}), "source": source.value if source else None,
+                    "note": note, "dry_run": dry_run}  # the server notes who triggered it: the authenticated user
+            # the server makes the run id, so a blind retry could start two runs: not retried
+            return WorkflowRunResult.model_validate(self._dli("POST", f"/workflows/{dataset_name}/runs", json=body))
         entry = self._entry_for_run(dataset_name, source_type)
         dag = self._require_dag(dataset_name)
         conf = self._run_conf(dataset_name, entry, parameters)

@@ -27,7 +27,6 @@ from dli_airflow.errors import (
     DliError,
     ParameterError,
     ServerUnreachableError,
-    WorkflowExecutionError,
     WorkflowNotFoundError,
     WorkflowPermissionError,
     WorkflowRegistrationError,
@@ -39,12 +38,19 @@ from dli_airflow.workflow import (
     WorkflowListResult,
     WorkflowRegisterResult,
     WorkflowRunResult,
+    check_runnable,
+    entry_for_run,
     has_tag,
     merge_workflows,
     select_workflows,
 )
 
 log = logging.getLogger(__name__)
+
+#: dli's control plane in the api-server (the dli plugin), beside Airflow's ``/api/v2``
+DLI_API = "/dli/api/v1"
+#: workflows per page of the control plane's list (its largest)
+PLANE_PAGE = 1000
 
 if TYPE_CHECKING:
     from dli_airflow.catalog import SpecEntry, StoreSnapshot
@@ -95,6 +101,7 @@ class WorkflowClient(RunMethods):
         )
         self.url = self._api.url
         self.store_url = str(store) if store is not None else None
+        self._has_plane: bool | None = None
 
     @property
     def requests_made(self) -> int:
@@ -132,6 +139,26 @@ class WorkflowClient(RunMethods):
 
     def __repr__(self) -> str:  # never show credentials
         return f"WorkflowClient(url={self.url!r})"
+
+    # -- the control plane --------------------------------------------------------------------------------
+    def _plane(self) -> bool:
+        """Whether this Airflow serves dli's control plane (the dli plugin in its api-server); asked once.
+
+        With it, reads, pauses and runs are decided on the server — the store joined with Airflow there,
+        parameters coerced against the spec there — and this client needs only the URL and a token."""
+        if self._has_plane is None:
+            # an Airflow without the plugin answers 404 (a proxy in front of it may answer 401/403/405)
+            response = self._api.request("GET", "/health", prefix=DLI_API, ok=(200, 401, 403, 404, 405),
+                                         authenticated=False)
+            try:
+                self._has_plane = response.status_code == 200 and "status" in response.json()
+            except ValueError:
+                self._has_plane = False
+        return self._has_plane
+
+    def _dli(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One control-plane request; its JSON answer (its errors raise their DLI error)."""
+        return self._api.request(method, path, prefix=DLI_API, **kwargs).json()
 
     # -- the store ----------------------------------------------------------------------------------------
     def _snapshot(self) -> StoreSnapshot | None:
@@ -181,6 +208,9 @@ class WorkflowClient(RunMethods):
     # -- reads --------------------------------------------------------------------------------------------
     def get(self, dataset_name: str) -> WorkflowInfo | None:
         """The workflow of a dataset (the active copy), or ``None`` if neither Airflow nor the store has it."""
+        if self._plane():
+            response = self._api.request("GET", f"/workflows/{dataset_name}", prefix=DLI_API, ok=(200, 404))
+            return WorkflowInfo.model_validate(response.json()["workflow"]) if response.status_code == 200 else None
         infos = [i for i in self._infos(only=dataset_name) if i.dataset_name == dataset_name]
         infos.sort(key=lambda i: i.status is DatasetStatus.OVERRIDDEN)  # the active copy first
         return infos[0] if infos else None
@@ -196,13 +226,36 @@ class WorkflowClient(RunMethods):
     ) -> WorkflowListResult:
         """Every dli workflow: Airflow's DAGs (tag ``dli``) merged with the store, so overridden manual specs
         show too (``overridden_by = code``, no next run)."""
+        source = parse_choice(SourceType, source_type, "--source")
+        wanted = parse_choice(DatasetStatus, status, "--status")
+        if self._plane():
+            return self._list_on_the_plane(source, wanted, dataset_filter, running_only, enabled_only, limit)
         selected = select_workflows(
-            self._infos(running_only=running_only),
-            source=parse_choice(SourceType, source_type, "--source"),
-            status=parse_choice(DatasetStatus, status, "--status"),
+            self._infos(running_only=running_only), source=source, status=wanted,
             dataset_filter=dataset_filter, running_only=running_only, enabled_only=enabled_only,
         )
         return WorkflowListResult(workflows=tuple(selected[:limit]), total_count=len(selected))
+
+    def _list_on_the_plane(
+        self, source: SourceType | None, status: DatasetStatus | None, dataset_filter: str | None,
+        running_only: bool, enabled_only: bool, limit: int,
+    ) -> WorkflowListResult:
+        params: dict[str, Any] = {
+            "source": source.value if source else None, "status": status.value if status else None,
+            "filter": dataset_filter or None, "running": running_only or None, "enabled": enabled_only or None,
+        }
+        params = {k: v for k, v in params.items() if v is not None}
+        found: list[WorkflowInfo] = []
+        total = 0
+        while len(found) < limit:
+            page = self._dli("GET", "/workflows", params={**params, "limit": min(PLANE_PAGE, limit - len(found)),
+                                                          "offset": len(found)})
+            batch = [WorkflowInfo.model_validate(w) for w in page["workflows"]]
+            total = int(page["total_entries"])
+            found.extend(batch)
+            if not batch or len(found) >= total:
+                break
+        return WorkflowListResult(workflows=tuple(found), total_count=total)
 
     def _running_dag_ids(self) -> set[str]:
         body = {"dag_ids": None, "states": ["queued", "running"], "page_limit": 1000}
@@ -224,26 +277,10 @@ class WorkflowClient(RunMethods):
         snapshot = self._snapshot()
         if snapshot is None:
             return None
-        source = parse_choice(SourceType, source_type, "--source")
-        try:
-            entry = snapshot.get(name, source)
-        except DatasetNotFoundError:
-            if source is None:
-                return None
-            raise WorkflowNotFoundError(f"Dataset {name!r} has no {source.value} spec in the store {snapshot.store}")
-        if entry.status is DatasetStatus.OVERRIDDEN:
-            raise WorkflowExecutionError(
-                f"Workflow {name!r} ({entry.source.value}) is overridden by code: the code version is active",
-                hint=f"run the code version: dli workflow run {name} (without --source manual)",
-            )
-        return entry
+        return entry_for_run(snapshot, name, parse_choice(SourceType, source_type, "--source"))
 
     def _check_runnable(self, name: str, dag: dict[str, Any]) -> None:
-        if dag.get("is_paused"):
-            raise WorkflowExecutionError(
-                f"Workflow {name!r} is paused, so a run would wait in the queue until it is unpaused",
-                hint=f"unpause it first: dli workflow unpause {name}",
-            )
+        check_runnable(name, dag)
 
     def _run_conf(self, name: str, entry: SpecEntry | None, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
         from dli_airflow.params import conf_for_run
@@ -267,6 +304,10 @@ class WorkflowClient(RunMethods):
     # -- pause --------------------------------------------------------------------------------------------
     def _set_paused(self, name: str, paused: bool, source_type: SourceType | str | None) -> WorkflowRunResult:
         source = parse_choice(SourceType, source_type, "--source")
+        if self._plane():
+            done = self._dli("POST", f"/workflows/{name}/{'pause' if paused else 'unpause'}",
+                             params={"source": source.value} if source else None)
+            return WorkflowRunResult(dataset_name=name, action=done["action"], message=done["message"])
         snapshot = self._snapshot()
         if snapshot is not None and source is not None:
             try:

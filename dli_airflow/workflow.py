@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dli_airflow.errors import WorkflowExecutionError
+from dli_airflow.errors import DatasetNotFoundError, WorkflowExecutionError, WorkflowNotFoundError
 from dli_airflow.spec import DatasetStatus as WorkflowStatus
 from dli_airflow.spec import SourceType
 
 if TYPE_CHECKING:
-    from dli_airflow.catalog import SpecEntry
+    from dli_airflow.catalog import SpecEntry, StoreSnapshot
 
 # -- the protocol between client and operator ---------------------------------------------------------------
 
@@ -332,6 +332,35 @@ def info_from_entry(entry: SpecEntry, dag: Mapping[str, Any] | None, running: bo
     )
 
 
+def entry_for_run(snapshot: StoreSnapshot, name: str, source: SourceType | None) -> SpecEntry | None:
+    """The spec a run of ``name`` uses (``None``: no spec of that name, e.g. a DAG whose spec went away).
+
+    :raises WorkflowNotFoundError: ``source`` was asked for and the store has no spec of that source
+    :raises WorkflowExecutionError: the copy asked for is overridden by code
+    """
+    try:
+        entry = snapshot.get(name, source)
+    except DatasetNotFoundError:
+        if source is None:
+            return None
+        raise WorkflowNotFoundError(f"Dataset {name!r} has no {source.value} spec in the store {snapshot.store}") from None
+    if entry.status is WorkflowStatus.OVERRIDDEN:
+        raise WorkflowExecutionError(
+            f"Workflow {name!r} ({entry.source.value}) is overridden by code: the code version is active",
+            hint=f"run the code version: dli workflow run {name} (without --source manual)",
+        )
+    return entry
+
+
+def check_runnable(name: str, dag: Mapping[str, Any]) -> None:
+    """A run of a paused DAG would wait in the queue: refuse it with what to do."""
+    if dag.get("is_paused"):
+        raise WorkflowExecutionError(
+            f"Workflow {name!r} is paused, so a run would wait in the queue until it is unpaused",
+            hint=f"unpause it first: dli workflow unpause {name}",
+        )
+
+
 def merge_workflows(
     entries: Iterable[SpecEntry], dags: Mapping[str, Mapping[str, Any]], running: set[str], *, only: str | None = None
 ) -> list[WorkflowInfo]:
@@ -411,7 +440,9 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusResult",
     "check_backfill",
+    "check_runnable",
     "dataset_of_run_id",
+    "entry_for_run",
     "info_from_dag",
     "info_from_entry",
     "log_line_text",

@@ -5,25 +5,27 @@ UI's cookie); authorization is Airflow's auth manager, with a dataset's name as 
 
 - reading a workflow needs read access to its DAG; a spec that is not a DAG (yet) — an overridden manual
   copy, a dataset Airflow has not parsed — is shown to users who may read every DAG;
-- pausing and unpausing need edit access to the DAG (``PUT``).
+- pausing and unpausing need edit access to the DAG (``PUT``); a run needs ``POST`` on its runs (Airflow's
+  own rule for triggering).
 
-Writes to Airflow (pause, unpause) are made through Airflow's own REST API, in-process, with the caller's
+Writes to Airflow (pause, unpause, runs) are made through Airflow's own REST API, in-process, with the caller's
 credentials: Airflow authorizes and audits them as if the caller had made them, once. A code workflow is
 never modified or deleted here, whoever asks. Errors are JSON: ``{"code", "message", "hint", "problems"}``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from dli_airflow import __version__
 from dli_airflow.errors import (
     DatasetNotFoundError,
     DliError,
+    ParameterError,
     ServerExecutionError,
     WorkflowNotFoundError,
     WorkflowPermissionError,
@@ -31,7 +33,17 @@ from dli_airflow.errors import (
 )
 from dli_airflow.plugin import state
 from dli_airflow.spec import DatasetStatus, SourceType
-from dli_airflow.workflow import WorkflowInfo, merge_workflows, select_workflows
+from dli_airflow.workflow import (
+    RunStatus,
+    WorkflowInfo,
+    WorkflowRunResult,
+    check_runnable,
+    entry_for_run,
+    make_run_id,
+    merge_workflows,
+    run_status,
+    select_workflows,
+)
 
 API_PREFIX = "/api/v1"
 #: The largest page of ``GET /workflows`` (Airflow's own API pages at most 1,000 DAGs too)
@@ -69,21 +81,25 @@ async def _user(request: Request) -> Any:
 User = Annotated[Any, Depends(_user)]
 
 
-def _authorized(user: Any, method: str, name: str | None) -> bool:
-    """Whether ``user`` may ``method`` the DAG ``name`` (``None``: every DAG) by Airflow's auth manager."""
+def _authorized(user: Any, method: str, name: str | None, runs: bool = False) -> bool:
+    """Whether ``user`` may ``method`` the DAG ``name`` (``None``: every DAG) — or its runs — by Airflow's
+    auth manager."""
     from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 
     team = None
     if name is not None:
         from airflow.models.dag import DagModel
 
         team = DagModel.get_team_name(name)
-    return get_auth_manager().is_authorized_dag(method=method, details=DagDetails(id=name, team_name=team), user=user)
+    return get_auth_manager().is_authorized_dag(
+        method=method, access_entity=DagAccessEntity.RUN if runs else None,
+        details=DagDetails(id=name, team_name=team), user=user,
+    )
 
 
-def _require(user: Any, method: str, name: str | None, action: str) -> None:
-    if not _authorized(user, method, name):
+def _require(user: Any, method: str, name: str | None, action: str, runs: bool = False) -> None:
+    if not _authorized(user, method, name, runs):
         who = getattr(user, "get_name", lambda: "this user")()
         target = f"the workflow {name!r}" if name else "every workflow"
         raise WorkflowPermissionError(
@@ -111,7 +127,7 @@ def _visible(user: Any, infos: list[WorkflowInfo]) -> list[WorkflowInfo]:
 
 
 def _infos(only: str | None = None, running: bool = False) -> list[WorkflowInfo]:
-    snapshot = state.snapshot()
+    snapshot = state.snapshot(fresh=only is not None)
     return merge_workflows(snapshot.entries, state.dli_dags(only), state.running_dag_ids() if running else set(), only=only)
 
 
@@ -206,7 +222,7 @@ def create_app() -> FastAPI:
         _check_csrf(request)
         _require(user, "PUT", name, action)
         wanted = parse_choice(SourceType, source, "source")
-        snapshot = state.snapshot()
+        snapshot = state.snapshot(fresh=True)
         try:
             entry = snapshot.get(name, wanted)
         except DatasetNotFoundError:
@@ -233,7 +249,52 @@ def create_app() -> FastAPI:
         """Unpause it; an overridden manual copy cannot be unpaused (the code copy is the active one)."""
         return _set_paused(request, user, name, False, source)
 
+    @app.post(f"{API_PREFIX}/workflows/{{name}}/runs")
+    def run(name: str, body: RunBody, request: Request, user: User) -> WorkflowRunResult:
+        """Start an ad-hoc run: the parameters are validated and coerced against the spec here, before
+        Airflow is called (``dry_run``: render and parse the SQL, trigger nothing)."""
+        from dli_airflow._runs import _render_dry
+        from dli_airflow.params import conf_for_run
+
+        _check_csrf(request)
+        _require(user, "POST", name, "run", runs=True)
+        entry = entry_for_run(state.snapshot(fresh=True), name, parse_choice(SourceType, body.source, "source"))
+        dag = state.dli_dags(name).get(name)
+        if dag is None:
+            where = f" Its spec is in the store ({entry.path}) but Airflow has not parsed it yet." if entry else ""
+            raise WorkflowNotFoundError(f"Workflow {name!r} is not in Airflow.{where}")
+        conf = conf_for_run(entry.spec, body.parameters) if entry is not None else dict(body.parameters)
+        if body.dry_run:
+            rendered = _render_dry(entry, body.parameters) if entry is not None else ()
+            return WorkflowRunResult(
+                dataset_name=name, action="run", dry_run=True, rendered_sql=rendered,
+                message=f"dry run: {len(rendered)} statement(s) render and parse; nothing was triggered",
+            )
+        check_runnable(name, dag)
+        run_id = make_run_id(name, "adhoc")
+        who = getattr(user, "get_name", lambda: "unknown")()
+        created = _airflow(request, "POST", f"/dags/{name}/dagRuns", {
+            "logical_date": None, "dag_run_id": run_id, "conf": conf,
+            "note": body.note or f"triggered by {who} through dli",
+        }, retry=True)
+        return WorkflowRunResult(
+            dataset_name=name, action="run", run_id=run_id,
+            run_status=run_status(created) if created is not None else RunStatus.PENDING,
+            message=f"Run started: {run_id}",
+        )
+
     return app
+
+
+class RunBody(BaseModel):
+    """``POST /workflows/{name}/runs``: the run's parameters (JSON values or text, coerced to their types)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    source: Optional[str] = None
+    note: Optional[str] = Field(default=None, max_length=1000)
+    dry_run: bool = False
 
 
 def _check_csrf(request: Request) -> None:
@@ -246,11 +307,21 @@ def _check_csrf(request: Request) -> None:
         )
 
 
-def _airflow(request: Request, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """Call Airflow's REST API v2 in this api-server process with the caller's own credentials."""
+def _airflow(
+    request: Request, method: str, path: str, body: dict[str, Any] | None = None, *, retry: bool = False
+) -> Any:
+    """Call Airflow's REST API v2 in this api-server process with the caller's own credentials.
+
+    :param retry: retry on 500/503 (a write the metadata DB refused, e.g. a SQLite lock) — only for writes
+        that are safe to repeat (a run with its own new id: a 409 then means an earlier attempt made it)
+    """
+    import time
+
     import anyio.from_thread
     import httpx
     from airflow.api_fastapi.main import app as root  # the api-server's app (uvicorn imported it already)
+
+    from dli_airflow._api import backoff
 
     headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "cookie")}
     headers["content-type"] = "application/json"
@@ -260,9 +331,17 @@ def _airflow(request: Request, method: str, path: str, body: dict[str, Any] | No
         async with httpx.AsyncClient(transport=transport, base_url="http://api-server") as client:
             return await client.request(method, f"/api/v2{path}", json=body, headers=headers)
 
-    response = anyio.from_thread.run(call)
+    for attempt in range(1, 7 if retry else 2):
+        response = anyio.from_thread.run(call)
+        if not (retry and response.status_code in (500, 503) and attempt < 6):
+            break
+        time.sleep(backoff(attempt))
+    if retry and attempt > 1 and response.status_code == 409:
+        return None  # an earlier attempt made it
     if response.status_code in (401, 403):
         raise WorkflowPermissionError(f"Airflow refused {method} {path}: {response.text[:200]}")
+    if response.status_code in (400, 422):
+        raise ParameterError(f"Airflow refused {method} {path}: {response.text[:300]}")
     if response.status_code >= 400:
         raise ServerExecutionError(f"Airflow answered {response.status_code} to {method} {path}: {response.text[:300]}")
     return response.json() if response.content else None

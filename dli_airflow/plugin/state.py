@@ -21,8 +21,9 @@ _lock = threading.Lock()
 _memo: tuple[float, str, StoreSnapshot] | None = None
 
 
-def snapshot() -> StoreSnapshot:
-    """The store's resolved snapshot, at most :data:`SNAPSHOT_TTL_SECONDS` old.
+def snapshot(*, fresh: bool = False) -> StoreSnapshot:
+    """The store's resolved snapshot, at most :data:`SNAPSHOT_TTL_SECONDS` old (``fresh``: listed now — one
+    dataset's page and every write see the store as it is, the list of all may lag by the TTL).
 
     During an outage this is the last good copy, its ``warnings`` saying so; with neither store nor copy it
     raises the store's DLI-503.
@@ -34,7 +35,7 @@ def snapshot() -> StoreSnapshot:
     store = config.spec_store()
     now = time.monotonic()
     with _lock:
-        if _memo is not None and _memo[1] == store and now - _memo[0] < SNAPSHOT_TTL_SECONDS:
+        if not fresh and _memo is not None and _memo[1] == store and now - _memo[0] < SNAPSHOT_TTL_SECONDS:
             return _memo[2]
         fresh = load_snapshot(store)
         _memo = (time.monotonic(), store, fresh)

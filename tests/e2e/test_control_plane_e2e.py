@@ -136,3 +136,24 @@ def test_a_write_with_the_ui_cookie_needs_the_csrf_header(airflow) -> None:
     response = httpx.post(url, cookies={"_token": token}, timeout=30)
     assert response.status_code == 403 and "CSRF" in response.json()["message"]
     assert _dag_paused(airflow, "analytics.campaign_report") is False
+
+
+def test_a_run_is_validated_and_coerced_on_the_server_before_airflow_is_called(airflow) -> None:
+    with _dli(airflow, "user") as dli:
+        unknown = dli.post("/workflows/e2e.adhoc/runs", json={"parameters": {"m": 1}})
+        started = dli.post("/workflows/e2e.adhoc/runs", json={"parameters": {"n": "21"}})
+    assert unknown.status_code == 422 and unknown.json()["code"] == "DLI-203"
+    assert "Allowed parameters: n (" in unknown.json()["message"]
+    assert started.status_code == 200, started.text
+    run_id = started.json()["run_id"]
+    assert run_id.startswith("e2e.adhoc__adhoc__")
+    with airflow.api() as api:
+        run = api.get(f"/dags/e2e.adhoc/dagRuns/{run_id}").json()
+    assert run["conf"] == {"n": 21}  # the text "21" became the integer the DAG's params expect
+    assert run["note"] == "triggered by user through dli"
+
+
+def test_a_viewer_may_not_start_a_run(airflow) -> None:
+    with _dli(airflow, "viewer") as dli:
+        response = dli.post("/workflows/e2e.adhoc/runs", json={"parameters": {"n": 1}})
+    assert response.status_code == 403 and response.json()["code"] == "DLI-803"

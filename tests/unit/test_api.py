@@ -209,3 +209,44 @@ def test_a_run_is_retried_through_a_database_lock_and_a_409_of_its_own_write_is_
                             transport=httpx.MockTransport(handler))
     result = client.run("d")
     assert result.run_id == posted[0] == posted[1] and result.run_status.value == "PENDING"
+
+
+def test_a_control_plane_error_is_raised_as_its_own_dli_error(server):
+    from dli_airflow.errors import ParameterError, WorkflowPermissionError
+
+    body = {"code": "DLI-203", "message": "Unknown parameter 'm'. Allowed parameters: n (optional)", "hint": None,
+            "problems": [{"file": "manual/x.yaml", "field": "parameters", "line": 3, "message": "m", "hint": None}]}
+    server.answers["/dli/api/v1/workflows/x/runs"] = [httpx.Response(422, json=body)]
+    server.answers["/dli/api/v1/workflows/x/pause"] = [
+        httpx.Response(403, json={"code": "DLI-803", "message": "viewer may not pause", "hint": "ask", "problems": []})
+    ]
+    api = server.transport()
+    with pytest.raises(ParameterError) as info:
+        api.request("POST", "/workflows/x/runs", prefix="/dli/api/v1", json={})
+    assert info.value.message == body["message"] and info.value.problems[0].line == 3
+    with pytest.raises(WorkflowPermissionError, match="viewer may not pause"):
+        api.request("POST", "/workflows/x/pause", prefix="/dli/api/v1")
+
+
+def test_the_client_lists_through_the_control_plane_page_by_page_when_airflow_has_it(server):
+    from dli_airflow.client import WorkflowClient
+
+    workflows = [{"dataset_name": f"w{i:04d}", "source_type": "code", "status": "active"} for i in range(2500)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/dli/api/v1/health":
+            return httpx.Response(200, json={"status": "ok", "version": "x"})
+        if request.url.path == "/dli/api/v1/workflows":
+            server.requests.append(request)
+            offset, limit = int(request.url.params["offset"]), int(request.url.params["limit"])
+            return httpx.Response(200, json={"workflows": workflows[offset:offset + limit], "total_entries": 2500})
+        return server.handler(request)
+
+    client = WorkflowClient(URL, username="ana", password=PASSWORD, transport=httpx.MockTransport(handler))
+    listed = client.list_workflows(limit=5000, source_type="code")
+    assert [w.dataset_name for w in listed.workflows] == [w["dataset_name"] for w in workflows]
+    assert listed.total_count == 2500
+    pages = [(r.url.params["offset"], r.url.params["limit"], r.url.params["source"]) for r in server.requests
+             if r.url.path == "/dli/api/v1/workflows"]
+    assert pages == [("0", "1000", "code"), ("1000", "1000", "code"), ("2000", "1000", "code")]
+    assert len(client.list_workflows(limit=3).workflows) == 3
