@@ -13,6 +13,7 @@ The token and the password are never logged or put in an error.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -352,35 +353,24 @@ class WorkflowClient(RunMethods):
         :param overrides: schedule settings over the spec's (:class:`~dli_airflow.registry.ScheduleOverrides`:
             ``cron``, ``timezone``, ``enabled``, ``retry_max_attempts``, ``retry_delay_seconds``)
         """
-        from dli_airflow.registry import prepare_registration, registration_warning, write_manual
+        from dli_airflow.registry import prepare_registration, registered_result, registration_warning, write_manual
 
+        # validated here first (a bad spec fails before anything is sent), and again where it is written
         prepared = prepare_registration(spec_path=spec_path, spec=spec, sql=sql, **overrides)
-        name = prepared.spec.name
-        warning = registration_warning(self._snapshot(), name, force=force)
-        written = write_manual(self._store(), prepared, force=force)
-        schedule = prepared.spec.schedule
-        info = WorkflowInfo(
-            dataset_name=name,
-            source_type=SourceType.MANUAL,
-            status=DatasetStatus.OVERRIDDEN if warning else (
-                DatasetStatus.ACTIVE if (schedule is None or schedule.enabled) else DatasetStatus.PAUSED
-            ),
-            cron=schedule.cron if schedule else None,
-            timezone=schedule.timezone if schedule else None,
-            overridden_by=SourceType.CODE if warning else None,
-            owner=prepared.spec.owner,
-            in_airflow=False,
-            spec_file=written.spec_path,
-        )
-        return WorkflowRegisterResult(
-            source_type=SourceType.MANUAL, workflow_info=info, spec_path=written.spec_path,
-            sql_path=written.sql_path, warning=warning,
-        )
+        if self._plane():
+            document = json.loads(json.dumps(prepared.document, default=str))  # YAML dates travel as their text
+            body = {"spec": document, "sql": prepared.sql, "force": force}
+            return WorkflowRegisterResult.model_validate(self._dli("POST", "/workflows", json=body))
+        warning = registration_warning(self._snapshot(), prepared.spec.name, force=force)
+        return registered_result(prepared, write_manual(self._store(), prepared, force=force), warning)
 
     def unregister(self, dataset_name: str) -> WorkflowRunResult:
         """Remove a dataset's manual spec (and its SQL). A code-only dataset is a permission error."""
         from dli_airflow.registry import delete_manual, manual_entry
 
+        if self._plane():
+            done = self._dli("DELETE", f"/workflows/{dataset_name}")
+            return WorkflowRunResult(dataset_name=dataset_name, action=done["action"], message=done["message"])
         snapshot = self._snapshot()
         if snapshot is None:
             raise WorkflowRegistrationError("The spec store cannot be read here", hint="set DLI_SPEC_STORE or --store")

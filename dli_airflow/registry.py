@@ -33,8 +33,9 @@ from dli_airflow.errors import (
     WorkflowPermissionError,
     WorkflowRegistrationError,
 )
-from dli_airflow.spec import DatasetSpec, SourceType, name_key, validate_spec
+from dli_airflow.spec import DatasetSpec, DatasetStatus, SourceType, name_key, validate_spec
 from dli_airflow.store import SingleFileStore, SpecStore
+from dli_airflow.workflow import WorkflowInfo, WorkflowRegisterResult
 
 if TYPE_CHECKING:
     from dli_airflow.catalog import StoreSnapshot
@@ -267,6 +268,30 @@ def registration_warning(snapshot: StoreSnapshot | None, name: str, *, force: bo
     return warning
 
 
+def registered_result(prepared: PreparedSpec, written: WrittenSpec, warning: str | None) -> WorkflowRegisterResult:
+    """What a registration answers: the manual workflow as stored (not in Airflow until the next parse)."""
+    schedule = prepared.spec.schedule
+    if warning:
+        status = DatasetStatus.OVERRIDDEN
+    else:
+        status = DatasetStatus.ACTIVE if (schedule is None or schedule.enabled) else DatasetStatus.PAUSED
+    info = WorkflowInfo(
+        dataset_name=prepared.spec.name,
+        source_type=SourceType.MANUAL,
+        status=status,
+        cron=schedule.cron if schedule else None,
+        timezone=schedule.timezone if schedule else None,
+        overridden_by=SourceType.CODE if warning else None,
+        owner=prepared.spec.owner,
+        in_airflow=False,
+        spec_file=written.spec_path,
+    )
+    return WorkflowRegisterResult(
+        source_type=SourceType.MANUAL, workflow_info=info, spec_path=written.spec_path,
+        sql_path=written.sql_path, warning=warning,
+    )
+
+
 def manual_entry(snapshot: StoreSnapshot, name: str) -> tuple[SpecEntry, bool]:
     """The manual entry of ``name`` that unregistering removes, and whether a code spec stays active.
 
@@ -292,6 +317,7 @@ __all__ = [
     "delete_manual",
     "manual_entry",
     "prepare_registration",
+    "registered_result",
     "registration_warning",
     "sql_key",
     "write_manual",

@@ -6,7 +6,8 @@ UI's cookie); authorization is Airflow's auth manager, with a dataset's name as 
 - reading a workflow needs read access to its DAG; a spec that is not a DAG (yet) — an overridden manual
   copy, a dataset Airflow has not parsed — is shown to users who may read every DAG;
 - pausing and unpausing need edit access to the DAG (``PUT``); a run needs ``POST`` on its runs (Airflow's
-  own rule for triggering).
+  own rule for triggering); registering needs edit on the DAG of that name, or on every DAG for a name
+  that is not a DAG yet; unregistering needs ``DELETE`` on the DAG.
 
 Writes to Airflow (pause, unpause, runs) are made through Airflow's own REST API, in-process, with the caller's
 credentials: Airflow authorizes and audits them as if the caller had made them, once. A code workflow is
@@ -15,13 +16,14 @@ never modified or deleted here, whoever asks. Errors are JSON: ``{"code", "messa
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, Union
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from dli_airflow import __version__
+from dli_airflow._yaml import MAX_SPEC_BYTES
 from dli_airflow.errors import (
     DatasetNotFoundError,
     DliError,
@@ -32,10 +34,13 @@ from dli_airflow.errors import (
     parse_choice,
 )
 from dli_airflow.plugin import state
+from dli_airflow.registry import registered_result
 from dli_airflow.spec import DatasetStatus, SourceType
+from dli_airflow.store import MAX_SQL_BYTES
 from dli_airflow.workflow import (
     RunStatus,
     WorkflowInfo,
+    WorkflowRegisterResult,
     WorkflowRunResult,
     check_runnable,
     entry_for_run,
@@ -249,6 +254,46 @@ def create_app() -> FastAPI:
         """Unpause it; an overridden manual copy cannot be unpaused (the code copy is the active one)."""
         return _set_paused(request, user, name, False, source)
 
+    @app.post(f"{API_PREFIX}/workflows")
+    def register(body: RegisterBody, request: Request, user: User) -> WorkflowRegisterResult:
+        """Register a spec (YAML text or a JSON object) and its SQL as a manual workflow, validated here,
+        written under ``manual/`` only; then Airflow is asked to parse the DAG file at once."""
+        from dli_airflow._yaml import load_yaml
+        from dli_airflow.catalog import open_store
+        from dli_airflow.registry import prepare_registration, registration_warning, write_manual
+
+        _check_csrf(request)
+        document = load_yaml(body.spec.encode("utf-8"), "<request body: spec>") if isinstance(body.spec, str) else body.spec
+        prepared = prepare_registration(spec=document, sql=body.sql, **body.overrides.model_dump(exclude_none=True))
+        name = prepared.spec.name
+        # a name that is not a DAG yet can only be authorized against every DAG (DagDetails(id=None))
+        _require(user, "PUT", name if name in state.dli_dags(name) else None, f"register {name!r} as")
+        warning = registration_warning(state.snapshot(fresh=True), name, force=body.force)
+        written = write_manual(open_store(), prepared, force=body.force)
+        state.forget_snapshot()
+        state.audit("dli.register", user, name, request.client.host if request.client else None,
+                    spec=written.spec_path, sql=written.sql_path, force=body.force)
+        state.request_reparse()
+        return registered_result(prepared, written, warning)
+
+    @app.delete(f"{API_PREFIX}/workflows/{{name}}")
+    def unregister(name: str, request: Request, user: User) -> ActionResult:
+        """Remove a dataset's manual spec and its SQL. A code-only dataset is DLI-803 (code changes in Git)."""
+        from dli_airflow.catalog import open_store
+        from dli_airflow.registry import delete_manual, manual_entry
+
+        _check_csrf(request)
+        _require(user, "DELETE", name, "unregister")
+        entry, code_stays = manual_entry(state.snapshot(fresh=True), name)
+        delete_manual(open_store(), entry)
+        state.forget_snapshot()
+        state.audit("dli.unregister", user, name, request.client.host if request.client else None, spec=entry.path)
+        return ActionResult(
+            dataset_name=name, action="unregister",
+            message=f"Unregistered the manual spec of {name} ({entry.path})"
+            + ("; the code version stays active" if code_stays else ""),
+        )
+
     @app.post(f"{API_PREFIX}/workflows/{{name}}/runs")
     def run(name: str, body: RunBody, request: Request, user: User) -> WorkflowRunResult:
         """Start an ad-hoc run: the parameters are validated and coerced against the spec here, before
@@ -284,6 +329,33 @@ def create_app() -> FastAPI:
         )
 
     return app
+
+
+class Overrides(BaseModel):
+    """Schedule settings over the spec's (the keys of :data:`dli_airflow.registry.OVERRIDE_KEYS`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: Optional[str] = None
+    timezone: Optional[str] = None
+    enabled: Optional[bool] = None
+    retry_max_attempts: Optional[int] = None
+    retry_delay_seconds: Optional[int] = None
+
+
+class RegisterBody(BaseModel):
+    """``POST /workflows``: the spec (YAML text, or the same as a JSON object), its SQL when the spec names a
+    ``query_file``, ``force`` (seed 003 §2.7) and schedule overrides (``cron``, ``timezone``, ``enabled``,
+    ``retry_max_attempts``, ``retry_delay_seconds``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: Union[Annotated[str, Field(max_length=MAX_SPEC_BYTES)], dict[str, Any]]
+    sql: Optional[Annotated[str, Field(max_length=MAX_SQL_BYTES)]] = None
+    force: bool = False
+    overrides: Overrides = Field(default_factory=lambda: Overrides())
+
+
 
 
 class RunBody(BaseModel):

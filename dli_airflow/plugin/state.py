@@ -96,4 +96,51 @@ def running_dag_ids() -> set[str]:
         return set(session.scalars(query))
 
 
-__all__ = ["SNAPSHOT_TTL_SECONDS", "dli_dags", "forget_snapshot", "running_dag_ids", "snapshot"]
+def request_reparse() -> int:
+    """Ask the dag-processor to parse the dli DAG files now (Airflow's priority parsing requests, what
+    ``PUT /api/v2/parseDagFile/{file_token}`` records), so a registered dataset is runnable without waiting for
+    the next parse interval. Returns how many files were asked for."""
+    from airflow.models.dag import DagModel, DagTag
+    from airflow.models.dagbag import DagPriorityParsingRequest
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        files = session.execute(
+            select(DagModel.bundle_name, DagModel.relative_fileloc)
+            .where(DagModel.is_stale.is_(False), DagModel.relative_fileloc.is_not(None),
+                   DagModel.dag_id.in_(select(DagTag.dag_id).where(DagTag.name == "dli")))
+            .distinct()
+        ).all()
+        pending = set(session.execute(
+            select(DagPriorityParsingRequest.bundle_name, DagPriorityParsingRequest.relative_fileloc)
+        ).all())
+        for bundle, fileloc in files:
+            if (bundle, fileloc) not in pending:
+                session.add(DagPriorityParsingRequest(bundle_name=bundle, relative_fileloc=fileloc))
+        return len(files)
+
+
+def audit(event: str, user: Any, name: str, request_from: str | None, **extra: Any) -> None:
+    """One row of Airflow's audit log (the UI's Audit Log page) for a write Airflow's own API did not make.
+
+    ``dag_id`` is set only while the DAG exists: ``/api/v2/eventLogs`` shows a row with a ``dag_id`` only to
+    readers of that DAG, so a row naming a DAG that is gone (an unregistered dataset) would vanish; the
+    dataset's name is always in ``extra``.
+    """
+    import json
+
+    from airflow.models.dag import DagModel
+    from airflow.models.log import Log
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        exists = session.scalar(select(DagModel.dag_id).where(DagModel.dag_id == name, DagModel.is_stale.is_(False)))
+        details = {"dataset": name, "from": request_from, **extra}
+        row = Log(event=event, owner=getattr(user, "get_name", lambda: None)(),
+                  extra=json.dumps(details, default=str), **({"dag_id": name} if exists else {}))
+        session.add(row)
+
+
+__all__ = ["SNAPSHOT_TTL_SECONDS", "audit", "dli_dags", "forget_snapshot", "request_reparse", "running_dag_ids", "snapshot"]

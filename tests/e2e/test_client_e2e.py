@@ -178,6 +178,11 @@ def test_register_and_unregister_a_manual_workflow(client, airflow, e2e_store, t
         client.register(spec)
     client.unregister("e2e.registered")
     assert not (e2e_store / "manual" / "e2e.registered.yaml").exists()
+    # unregistered through the control plane: Airflow's audit log has it, with the dataset and the caller
+    with airflow.api() as api:
+        rows = api.get("/eventLogs", params={"event": "dli.unregister", "order_by": "-when", "limit": 5}).json()
+    assert any("e2e.registered" in (row.get("extra") or "") and row["owner"] == airflow.username
+               for row in rows["event_logs"]), rows
 
     def gone():
         info = client.get("e2e.registered")

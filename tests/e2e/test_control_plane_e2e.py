@@ -157,3 +157,61 @@ def test_a_viewer_may_not_start_a_run(airflow) -> None:
     with _dli(airflow, "viewer") as dli:
         response = dli.post("/workflows/e2e.adhoc/runs", json={"parameters": {"n": 1}})
     assert response.status_code == 403 and response.json()["code"] == "DLI-803"
+
+
+PROBE = """\
+name: e2e.cp_registered
+owner: cp@example.com
+query_file: cp.sql
+parameters:
+  - {name: n, type: integer, default: 1}
+"""
+
+
+def test_register_and_unregister_through_the_control_plane_are_authorized_validated_and_audited(airflow) -> None:
+    import time
+    from pathlib import Path
+
+    from e2e_support import wait_until
+
+    body = {"spec": PROBE, "sql": "SELECT {{ n }} AS n\n"}
+    with _dli(airflow, "viewer") as viewer:
+        refused = viewer.post("/workflows", json=body)
+    assert refused.status_code == 403 and refused.json()["code"] == "DLI-803"
+    assert not (Path(airflow.store) / "manual" / "e2e.cp_registered.yaml").exists()
+    with _dli(airflow, "user") as dli:
+        bad = dli.post("/workflows", json={"spec": PROBE.replace("integer", "intger"), "sql": "SELECT 1"})
+        assert bad.status_code == 422 and bad.json()["code"] == "DLI-201", bad.text
+        assert "parameters" in json.dumps(bad.json())
+        start = time.monotonic()
+        created = dli.post("/workflows", json=body)
+        assert created.status_code == 200, created.text
+        assert created.json()["spec_path"] == "manual/e2e.cp_registered.yaml"
+        assert (Path(airflow.store) / created.json()["sql_path"]).read_text() == "SELECT {{ n }} AS n\n"
+        again = dli.post("/workflows", json=body)
+        assert again.status_code == 409 and again.json()["code"] == "DLI-801" and "force" in again.json()["hint"]
+        # Airflow is asked to parse the DAG file at once: the DAG is runnable long before a parse interval
+        wait_until(lambda: dli.get("/workflows/e2e.cp_registered").json()["workflow"]["in_airflow"], 120,
+                   interval=1, what="the registered DAG")
+        print(f"register -> DAG visible in {time.monotonic() - start:.1f} s")
+        gone = dli.delete("/workflows/e2e.cp_registered")
+        assert gone.status_code == 200 and "Unregistered" in gone.json()["message"]
+        assert not (Path(airflow.store) / "manual" / "e2e.cp_registered.yaml").exists()
+        wait_until(lambda: dli.get("/workflows/e2e.cp_registered").status_code == 404, 120, interval=2,
+                   what="the DAG to go")
+    with airflow.api() as api:
+        rows = api.get("/eventLogs", params={"owner": "user", "order_by": "-when", "limit": 50}).json()["event_logs"]
+    events = {(row["event"], "e2e.cp_registered" in (row.get("extra") or "")) for row in rows}
+    assert {("dli.register", True), ("dli.unregister", True)} <= events, rows
+
+
+def test_a_code_workflow_is_never_changed_or_deleted_through_the_control_plane(airflow) -> None:
+    from pathlib import Path
+
+    code = sorted(p.read_bytes() for p in (Path(airflow.store) / "code").rglob("*") if p.is_file())
+    with _dli(airflow, "admin") as dli:
+        deleted = dli.delete("/workflows/analytics.daily_clicks")
+        clash = dli.post("/workflows", json={"spec": "name: analytics.daily_clicks\nowner: a@b.c\nquery: SELECT 1\n"})
+    assert deleted.status_code == 403 and deleted.json()["code"] == "DLI-803" and "managed by code" in deleted.json()["message"]
+    assert clash.status_code == 409 and "already exists in code/" in clash.json()["message"]
+    assert sorted(p.read_bytes() for p in (Path(airflow.store) / "code").rglob("*") if p.is_file()) == code
