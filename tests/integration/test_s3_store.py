@@ -17,6 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from race_support import race
 from s3_support import (  # noqa: F401  (fixtures)
@@ -48,6 +49,10 @@ from dli_airflow.errors import (  # noqa: E402
 from dli_airflow.factory import ERRORS_DAG_ID, build_dags  # noqa: E402
 from dli_airflow.s3store import S3Store  # noqa: E402
 from dli_airflow.spec import DatasetStatus, SourceType  # noqa: E402
+
+#: An Airflow without dli's control plane (404 to everything): the client then writes the store it was given
+#: itself, which is what these tests exercise (with the plugin, the api-server writes it through the same code)
+NO_PLUGIN = httpx.MockTransport(lambda request: httpx.Response(404, json={"detail": "Not Found"}))
 
 PREFIX = "dli/"
 
@@ -359,7 +364,7 @@ def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, mo
             attempt()
     with pytest.raises(DliError):  # a name that would leave manual/ is not a dataset name
         write_manual(store, prepare_registration(spec={"name": "../code/x", "owner": "a", "query": "SELECT 1"}))
-    api = WorkflowClient("http://127.0.0.1:9", token="unused", store=store_url)
+    api = WorkflowClient("http://127.0.0.1:9", token="unused", store=store_url, transport=NO_PLUGIN)
     with pytest.raises(WorkflowPermissionError):
         api.unregister("sales.returns")  # code only: DLI-803
     assert s3_proxy.writes() == []
@@ -548,7 +553,7 @@ def test_a_server_that_ignores_conditional_writes_is_refused_before_anything_is_
     from dli_airflow.client import WorkflowClient
 
     s3_proxy.ignore_conditions("PUT")
-    api = WorkflowClient("http://127.0.0.1:9", token="unused", store=store_url)
+    api = WorkflowClient("http://127.0.0.1:9", token="unused", store=store_url, transport=NO_PLUGIN)
     before = {o["Key"] for o in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])}
     with pytest.raises(WorkflowRegistrationError, match="ignores conditional writes") as info:
         api.register(spec={"name": "reports.new", "owner": "a@b.c", "query": "SELECT 1"})
