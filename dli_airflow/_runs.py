@@ -22,6 +22,7 @@ from dli_airflow.workflow import (
     TaskLog,
     WorkflowHistoryResult,
     WorkflowInfo,
+    WorkflowListResult,
     WorkflowRun,
     WorkflowRunResult,
     WorkflowStatusResult,
@@ -42,18 +43,17 @@ if TYPE_CHECKING:
 
 class RunMethods:
     """Runs of dli workflows on Airflow; mixed into :class:`~dli_airflow.client.WorkflowClient`, which
-    provides the transport and the DAG and store look-ups these methods use."""
+    provides the transport, the control plane and the DAG look-ups these methods use."""
 
     if TYPE_CHECKING:
         _api: ApiTransport
 
-        def _entry_for_run(self, name: str, source_type: SourceType | str | None) -> SpecEntry | None: ...
         def _require_dag(self, name: str) -> dict[str, Any]: ...
         def _check_runnable(self, name: str, dag: dict[str, Any]) -> None: ...
-        def _run_conf(self, name: str, entry: SpecEntry | None, parameters: Mapping[str, Any] | None) -> dict[str, Any]: ...
+        def _needs_plane(self, action: str) -> DliError: ...
         def _conf_without_spec(self, name: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]: ...
         def _dli_dags(self) -> dict[str, dict[str, Any]]: ...
-        def _infos(self, *, only: str | None = None, running_only: bool = False) -> list[WorkflowInfo]: ...
+        def list_workflows(self) -> WorkflowListResult: ...
         def _plane(self) -> bool: ...
         def _dli(self, method: str, path: str, **kwargs: Any) -> Any: ...
 
@@ -69,25 +69,20 @@ class RunMethods:
         """Trigger an ad-hoc run on Airflow (``dry_run``: render and parse the SQL, trigger nothing).
 
         With dli's control plane in Airflow the parameters are validated and coerced against the spec on the
-        server; without it, against the store this client reads (or only by name, without one)."""
+        server; without it, only by name against the DAG's params (Airflow checks the types)."""
         if self._plane():
             source = parse_choice(SourceType, source_type, "--source")
             body = {"parameters": dict(parameters or {}), "source": source.value if source else None,
                     "note": note, "dry_run": dry_run}  # the server notes who triggered it: the authenticated user
             # the server makes the run id, so a blind retry could start two runs: not retried
             return WorkflowRunResult.model_validate(self._dli("POST", f"/workflows/{dataset_name}/runs", json=body))
-        entry = self._entry_for_run(dataset_name, source_type)
-        dag = self._require_dag(dataset_name)
-        conf = self._run_conf(dataset_name, entry, parameters)
+        # Airflow without dli's control plane: the names checked against the DAG's params, the types by Airflow
         if dry_run:
-            rendered = _render_dry(entry, parameters) if entry is not None else ()
-            return WorkflowRunResult(
-                dataset_name=dataset_name,
-                action="run",
-                dry_run=True,
-                rendered_sql=rendered,
-                message=f"dry run: {len(rendered)} statement(s) render and parse; nothing was triggered",
-            )
+            raise self._needs_plane("A dry run (the SQL rendered against the spec)")
+        if source_type is not None:
+            raise self._needs_plane("Choosing the copy to run by --source")
+        dag = self._require_dag(dataset_name)
+        conf = self._conf_without_spec(dataset_name, parameters)
         self._check_runnable(dataset_name, dag)
         run_id = make_run_id(dataset_name, "adhoc")
         body = {
@@ -132,57 +127,24 @@ class RunMethods:
         failed fails at once without running its SQL, so the backfill stops at its first failure;
         :meth:`wait_backfill` (the CLI's ``--wait``) also cancels the remaining runs in Airflow.
         """
-        from dli_airflow.params import parse_day
-
-        start, end = parse_day(start_date, "--start"), parse_day(end_date, "--end")
-        if end < start:
-            raise ParameterError(f"end date {end} is before start date {start}", hint="swap -s and -e")
-        entry = self._entry_for_run(dataset_name, source_type)
+        if self._plane():
+            source = parse_choice(SourceType, source_type, "--source")
+            body = {"start": str(start_date), "end": str(end_date), "parameters": dict(parameters or {}),
+                    "source": source.value if source else None, "dry_run": dry_run}
+            # a retry could start a second backfill (409 then): not retried
+            return WorkflowRunResult.model_validate(self._dli("POST", f"/workflows/{dataset_name}/backfills", json=body))
+        # Airflow without dli's control plane: only the DAG's own params to check the names against
+        start, end = backfill_window(start_date, end_date, parameters)
         dag = self._require_dag(dataset_name)
-        if parameters and "execution_date" in parameters:
-            raise ParameterError(
-                "a backfill sets execution_date from each scheduled date; do not pass -p execution_date",
-                hint="drop -p execution_date",
-            )
-        if entry is None:
-            conf = self._conf_without_spec(dataset_name, parameters)
-        else:
-            from dli_airflow.params import conf_for_backfill
-
-            conf = conf_for_backfill(entry.spec, parameters)
-        # ties the runs together: the run of a date after a failed one stops at once (see the operator)
-        conf[BACKFILL_TOKEN_KEY] = f"{_user()}@{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
-        tz = ZoneInfo(entry.spec.schedule.timezone if entry is not None and entry.spec.schedule else "UTC")
-        from_dt = datetime.combine(start, dtime.min, tzinfo=tz)
-        to_dt = datetime.combine(end, dtime.max.replace(microsecond=0), tzinfo=tz)
-        body = {
-            "dag_id": dataset_name,
-            "from_date": from_dt.isoformat(),
-            "to_date": to_dt.isoformat(),
-            "run_backwards": False,
-            "dag_run_conf": conf,
-            "reprocess_behavior": "completed",
-            "max_active_runs": 1,
-        }
+        conf = self._conf_without_spec(dataset_name, parameters)
+        tz = self._api.get(f"/dags/{dataset_name}/details").get("timezone") or "UTC"
+        body = backfill_request(dataset_name, start, end, conf, tz, _user())
         dry = self._api.request("POST", "/backfills/dry_run", json=body, ok=(200, 409, 422), idempotent=True)
         if dry.status_code != 200:
             raise WorkflowExecutionError(f"Airflow refused the backfill of {dataset_name!r}: {detail(dry)}")
-        dates = tuple(
-            sorted(parse_time(item["logical_date"]) for item in dry.json().get("backfills", []) if item.get("logical_date"))
-        )
-        if not dates:
-            raise WorkflowExecutionError(
-                f"No scheduled run of {dataset_name!r} falls between {start} and {end}",
-                hint="check the dates against the cron (dli workflow get NAME)",
-            )
+        dates = dry_run_dates(dataset_name, start, end, dry.json())
         if dry_run:
-            return WorkflowRunResult(
-                dataset_name=dataset_name,
-                action="backfill",
-                dry_run=True,
-                logical_dates=dates,
-                message=f"dry run: would run {len(dates)} date(s) from {dates[0]} to {dates[-1]}",
-            )
+            return backfill_started(dataset_name, dates, None)
         self._check_runnable(dataset_name, dag)
         # Airflow on SQLite answers 503 "Database is locked" when it could not create the backfill: nothing
         # was created, so trying again is safe
@@ -194,17 +156,7 @@ class RunMethods:
             )
         if response.status_code != 200:
             raise ParameterError(f"Airflow refused the backfill of {dataset_name!r}: {detail(response)}")
-        backfill = response.json()
-        backfill_id = int(backfill["id"])
-        return WorkflowRunResult(
-            dataset_name=dataset_name,
-            action="backfill",
-            run_id=make_run_id(dataset_name, "backfill"),
-            run_status=RunStatus.PENDING,
-            logical_dates=dates,
-            backfill_id=backfill_id,
-            message=f"Backfill started: {len(dates)} date(s) from {dates[0].date()} to {dates[-1].date()}",
-        )
+        return backfill_started(dataset_name, dates, int(response.json()["id"]))
 
     def backfill_runs(self, dataset_name: str, backfill_id: int) -> list[WorkflowRun]:
         """The runs of a backfill, in logical-date order."""
@@ -348,9 +300,12 @@ class RunMethods:
                 f"Run {run_id!r} has already ended ({run.status.value}); nothing to stop"
             )
         dag_id = raw["dag_id"]
-        note = f"{KILLED_NOTE_PREFIX} {_user()} through dli at {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-        self._api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"note": note}, params={"update_mask": "note"})
-        self._api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"}, params={"update_mask": "state"})
+        if self._plane():  # the server notes who stopped it: the authenticated user
+            self._dli("POST", f"/workflows/{dag_id}/runs/{run_id}/stop")
+        else:
+            note = f"{KILLED_NOTE_PREFIX} {_user()} through dli at {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+            self._api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"note": note}, params={"update_mask": "note"})
+            self._api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"}, params={"update_mask": "state"})
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             tis = self._api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
@@ -404,7 +359,8 @@ class RunMethods:
         runs = runs[:limit]
         info: dict[str, WorkflowInfo] = {}
         if include_dataset_info:
-            by_name = {i.dataset_name: i for i in self._infos() if i.status is not DatasetStatus.OVERRIDDEN}
+            listed = self.list_workflows().workflows  # the control plane's join with the store, when there is one
+            by_name = {i.dataset_name: i for i in listed if i.status is not DatasetStatus.OVERRIDDEN}
             info = {r.dataset_name: by_name[r.dataset_name] for r in runs if r.dataset_name in by_name}
         return WorkflowHistoryResult(runs=tuple(runs), total_count=len(runs), dataset_info=info)
 
@@ -420,6 +376,62 @@ class RunMethods:
             if deadline is not None and time.monotonic() > deadline:
                 raise WorkflowExecutionError(f"run {run_id!r} did not finish in {timeout:.0f}s")
             time.sleep(poll)
+
+
+def backfill_window(start_date: date | str, end_date: date | str, parameters: Mapping[str, Any] | None) -> tuple[date, date]:
+    """The backfill's first and last dates, checked (``execution_date`` comes from each scheduled date)."""
+    from dli_airflow.params import parse_day
+
+    start, end = parse_day(start_date, "--start"), parse_day(end_date, "--end")
+    if end < start:
+        raise ParameterError(f"end date {end} is before start date {start}", hint="swap -s and -e")
+    if parameters and "execution_date" in parameters:
+        raise ParameterError(
+            "a backfill sets execution_date from each scheduled date; do not pass -p execution_date",
+            hint="drop -p execution_date",
+        )
+    return start, end
+
+
+def backfill_request(name: str, start: date, end: date, conf: dict[str, Any], tz: str, user: str) -> dict[str, Any]:
+    """The body of Airflow's ``POST /backfills`` (and its dry run): the local dates [start, end] in ``tz``,
+    one run at a time, the runs tied together by a backfill token in their ``conf`` (the run of a date after
+    a failed one stops at once, see the operator)."""
+    zone = ZoneInfo(tz)
+    return {
+        "dag_id": name,
+        "from_date": datetime.combine(start, dtime.min, tzinfo=zone).isoformat(),
+        "to_date": datetime.combine(end, dtime.max.replace(microsecond=0), tzinfo=zone).isoformat(),
+        "run_backwards": False,
+        "dag_run_conf": {**conf, BACKFILL_TOKEN_KEY: f"{user}@{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"},
+        "reprocess_behavior": "completed",
+        "max_active_runs": 1,
+    }
+
+
+def dry_run_dates(name: str, start: date, end: date, dry: Mapping[str, Any]) -> tuple[datetime, ...]:
+    """The logical dates of Airflow's backfill dry run, in order (none: DLI-802, naming the cron)."""
+    dates = tuple(sorted(parse_time(item["logical_date"]) for item in dry.get("backfills", []) if item.get("logical_date")))
+    if not dates:
+        raise WorkflowExecutionError(
+            f"No scheduled run of {name!r} falls between {start} and {end}",
+            hint="check the dates against the cron (dli workflow get NAME)",
+        )
+    return dates
+
+
+def backfill_started(name: str, dates: tuple[datetime, ...], backfill_id: int | None) -> WorkflowRunResult:
+    """What a backfill answers: its dates, and (unless a dry run) Airflow's backfill id."""
+    if backfill_id is None:
+        return WorkflowRunResult(
+            dataset_name=name, action="backfill", dry_run=True, logical_dates=dates,
+            message=f"dry run: would run {len(dates)} date(s) from {dates[0]} to {dates[-1]}",
+        )
+    return WorkflowRunResult(
+        dataset_name=name, action="backfill", run_id=make_run_id(name, "backfill"), run_status=RunStatus.PENDING,
+        logical_dates=dates, backfill_id=backfill_id,
+        message=f"Backfill started: {len(dates)} date(s) from {dates[0].date()} to {dates[-1].date()}",
+    )
 
 
 def _user() -> str:

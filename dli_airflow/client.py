@@ -1,8 +1,11 @@
 """``WorkflowClient``: run, backfill, stop, watch, pause and register dli workflows through Airflow's REST API v2.
 
-Imports no Airflow code: it works on a laptop with only ``httpx`` and this package. It reads the spec
-store (``store=`` or ``[dli] spec_store``) to validate parameters before anything is sent, to know a
-dataset's source, and to register manual specs; everything about runs comes from Airflow.
+Imports no Airflow code and never reads or writes the spec store: it works on a laptop with only ``httpx``,
+this package, the Airflow URL and a token. Everything that needs the store — the workflows joined with it,
+parameters validated and coerced against the spec, registration, schedule updates — is asked of dli's
+control plane in the api-server (``/dli/api/v1``, the dli plugin); runs, logs and history come from
+Airflow's REST API v2. Against an Airflow without the plugin, runs, pauses, status, logs and history still
+work on the REST API alone (parameters checked by name against the DAG's params); registration needs it.
 
 Connection: ``WorkflowClient(url=..., token=...)`` or ``username=/password=`` (a JWT from ``/auth/token``,
 refreshed when it expires), or :meth:`WorkflowClient.from_env` with ``DLI_AIRFLOW_URL`` and
@@ -24,13 +27,10 @@ import httpx
 from dli_airflow._api import ApiTransport, no_credentials
 from dli_airflow._runs import RunMethods
 from dli_airflow.errors import (
-    DatasetNotFoundError,
-    DliError,
     ParameterError,
+    ServerExecutionError,
     ServerUnreachableError,
     WorkflowNotFoundError,
-    WorkflowPermissionError,
-    WorkflowRegistrationError,
     parse_choice,
 )
 from dli_airflow.spec import DatasetStatus, SourceType
@@ -40,7 +40,6 @@ from dli_airflow.workflow import (
     WorkflowRegisterResult,
     WorkflowRunResult,
     check_runnable,
-    entry_for_run,
     has_tag,
     merge_workflows,
     select_workflows,
@@ -54,9 +53,7 @@ DLI_API = "/dli/api/v1"
 PLANE_PAGE = 1000
 
 if TYPE_CHECKING:
-    from dli_airflow.catalog import SpecEntry, StoreSnapshot
     from dli_airflow.registry import ScheduleOverrides
-    from dli_airflow.store import SpecStore
 
     if __import__("sys").version_info >= (3, 11):
         from typing import Unpack
@@ -70,7 +67,6 @@ class WorkflowClient(RunMethods):
     :param url: the Airflow API server, e.g. ``https://airflow.example.com``.
     :param token: a JWT (any auth manager); or ``username``/``password`` for ``/auth/token``.
     :param timeout: seconds per request.
-    :param store: the spec store (folder or ``s3://``); default ``[dli] spec_store``.
     :param verify: TLS verification: ``True``, ``False`` or a CA bundle path.
     :param retries: attempts for idempotent requests on connection errors and 5xx.
     :param transport: an httpx transport (tests inject faults here).
@@ -84,7 +80,6 @@ class WorkflowClient(RunMethods):
         username: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
-        store: str | os.PathLike[str] | None = None,
         verify: bool | str = True,
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
@@ -101,7 +96,6 @@ class WorkflowClient(RunMethods):
             retries=retries, transport=transport,
         )
         self.url = self._api.url
-        self.store_url = str(store) if store is not None else None
         self._has_plane: bool | None = None
 
     @property
@@ -124,8 +118,6 @@ class WorkflowClient(RunMethods):
             kwargs["verify"] = env["DLI_AIRFLOW_CA_BUNDLE"]
         if env.get("DLI_AIRFLOW_TIMEOUT"):
             kwargs["timeout"] = float(env["DLI_AIRFLOW_TIMEOUT"])
-        if env.get("DLI_SPEC_STORE"):
-            kwargs["store"] = env["DLI_SPEC_STORE"]
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
 
@@ -161,20 +153,12 @@ class WorkflowClient(RunMethods):
         """One control-plane request; its JSON answer (its errors raise their DLI error)."""
         return self._api.request(method, path, prefix=DLI_API, **kwargs).json()
 
-    # -- the store ----------------------------------------------------------------------------------------
-    def _snapshot(self) -> StoreSnapshot | None:
-        from dli_airflow.catalog import scan
-
-        try:
-            return scan(self.store_url)
-        except DliError as exc:
-            log.debug("dli: the spec store is not readable here: %s", exc)
-            return None
-
-    def _store(self) -> SpecStore:
-        from dli_airflow.catalog import open_store
-
-        return open_store(self.store_url)
+    def _needs_plane(self, action: str) -> ServerExecutionError:
+        return ServerExecutionError(
+            f"{action} needs dli's control plane, and the Airflow at {self.url} has none (/dli/api/v1 answers 404)",
+            hint="install dli-airflow into Airflow's own environment (its plugin loads by entry point) and restart "
+            "the api-server; `airflow plugins` lists `dli` then",
+        )
 
     # -- DAG helpers --------------------------------------------------------------------------------------
     def _dag(self, name: str) -> dict[str, Any] | None:
@@ -191,19 +175,11 @@ class WorkflowClient(RunMethods):
     def _require_dag(self, name: str) -> dict[str, Any]:
         dag = self._dag(name)
         if dag is None:
-            snapshot = self._snapshot()
-            where = ""
-            if snapshot is not None:
-                try:
-                    entry = snapshot.get(name)
-                except DatasetNotFoundError:
-                    pass
-                else:
-                    where = (
-                        f" The spec is in the store ({entry.path}) but Airflow has not parsed it yet: "
-                        "wait for the next parse (about 30 s) and check the dli_spec_errors DAG."
-                    )
-            raise WorkflowNotFoundError(f"Workflow {name!r} is not in Airflow.{where}")
+            raise WorkflowNotFoundError(
+                f"Workflow {name!r} is not in Airflow",
+                hint="check the name with `dli workflow list`; a spec just published shows after the next parse "
+                "(a broken one in the dli_spec_errors DAG)",
+            )
         return dag
 
     # -- reads --------------------------------------------------------------------------------------------
@@ -225,8 +201,8 @@ class WorkflowClient(RunMethods):
         enabled_only: bool = False,
         limit: int = 1000,
     ) -> WorkflowListResult:
-        """Every dli workflow: Airflow's DAGs (tag ``dli``) merged with the store, so overridden manual specs
-        show too (``overridden_by = code``, no next run)."""
+        """Every dli workflow: the store's specs joined with Airflow's DAGs on the control plane, so overridden
+        manual specs show too (``overridden_by = code``, no next run); without it, Airflow's dli DAGs only."""
         source = parse_choice(SourceType, source_type, "--source")
         wanted = parse_choice(DatasetStatus, status, "--status")
         if self._plane():
@@ -270,28 +246,14 @@ class WorkflowClient(RunMethods):
         else:
             dags = self._dli_dags()
         running = self._running_dag_ids() if running_only else set()
-        snapshot = self._snapshot()
-        return merge_workflows(snapshot.entries if snapshot is not None else (), dags, running, only=only)
+        return merge_workflows((), dags, running, only=only)
 
     # -- runs ---------------------------------------------------------------------------------------------
-    def _entry_for_run(self, name: str, source_type: SourceType | str | None) -> SpecEntry | None:
-        snapshot = self._snapshot()
-        if snapshot is None:
-            return None
-        return entry_for_run(snapshot, name, parse_choice(SourceType, source_type, "--source"))
-
     def _check_runnable(self, name: str, dag: dict[str, Any]) -> None:
         check_runnable(name, dag)
 
-    def _run_conf(self, name: str, entry: SpecEntry | None, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-        from dli_airflow.params import conf_for_run
-
-        if entry is None:
-            return self._conf_without_spec(name, parameters)
-        return conf_for_run(entry.spec, parameters)
-
     def _conf_without_spec(self, name: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-        """No store here: check the names against the DAG's params at least."""
+        """No control plane: check the names against the DAG's params at least (Airflow checks the types)."""
         given = dict(parameters or {})
         allowed = set((self._api.get(f"/dags/{name}/details").get("params") or {}).keys())
         unknown = sorted(set(given) - allowed)
@@ -309,18 +271,8 @@ class WorkflowClient(RunMethods):
             done = self._dli("POST", f"/workflows/{name}/{'pause' if paused else 'unpause'}",
                              params={"source": source.value} if source else None)
             return WorkflowRunResult(dataset_name=name, action=done["action"], message=done["message"])
-        snapshot = self._snapshot()
-        if snapshot is not None and source is not None:
-            try:
-                entry = snapshot.get(name, source)
-            except DatasetNotFoundError:
-                raise WorkflowNotFoundError(f"Dataset {name!r} has no {source.value} spec") from None
-            if entry.status is DatasetStatus.OVERRIDDEN:
-                raise WorkflowPermissionError(
-                    f"Workflow {name!r} (manual) is overridden by code and cannot be "
-                    f"{'paused' if paused else 'unpaused'} on its own",
-                    hint="removing the code spec (in Git, deployed by CI) restores the manual one",
-                )
+        if source is not None:
+            raise self._needs_plane("choosing the copy to pause by --source")
         self._require_dag(name)
         self._api.request("PATCH", f"/dags/{name}", json={"is_paused": paused})
         return WorkflowRunResult(
@@ -353,34 +305,50 @@ class WorkflowClient(RunMethods):
         :param overrides: schedule settings over the spec's (:class:`~dli_airflow.registry.ScheduleOverrides`:
             ``cron``, ``timezone``, ``enabled``, ``retry_max_attempts``, ``retry_delay_seconds``)
         """
-        from dli_airflow.registry import prepare_registration, registered_result, registration_warning, write_manual
+        from dli_airflow.registry import prepare_registration
 
-        # validated here first (a bad spec fails before anything is sent), and again where it is written
+        # validated here first (a bad spec fails before anything is sent), and again on the server
         prepared = prepare_registration(spec_path=spec_path, spec=spec, sql=sql, **overrides)
-        if self._plane():
-            document = json.loads(json.dumps(prepared.document, default=str))  # YAML dates travel as their text
-            body = {"spec": document, "sql": prepared.sql, "force": force}
-            return WorkflowRegisterResult.model_validate(self._dli("POST", "/workflows", json=body))
-        warning = registration_warning(self._snapshot(), prepared.spec.name, force=force)
-        return registered_result(prepared, write_manual(self._store(), prepared, force=force), warning)
+        if not self._plane():
+            raise self._needs_plane("Registering a workflow")
+        document = json.loads(json.dumps(prepared.document, default=str))  # YAML dates travel as their text
+        body = {"spec": document, "sql": prepared.sql, "force": force}
+        return WorkflowRegisterResult.model_validate(self._dli("POST", "/workflows", json=body))
+
+    def update(self, dataset_name: str, **changes: Unpack[ScheduleOverrides]) -> WorkflowRegisterResult:
+        """Change a manual workflow's schedule (``cron``, ``timezone``, ``enabled``, ``retry_max_attempts``,
+        ``retry_delay_seconds``); its SQL and the rest of its spec stay. A code workflow is DLI-803 (GitOps:
+        change it in Git)."""
+        from dli_airflow.registry import OVERRIDE_KEYS
+
+        unknown = sorted(set(changes) - set(OVERRIDE_KEYS))
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; allowed: {', '.join(OVERRIDE_KEYS)}")
+        given = {k: v for k, v in changes.items() if v is not None}
+        if not given:
+            raise ParameterError("Nothing to update", hint=f"pass at least one of {', '.join(OVERRIDE_KEYS)}")
+        if not self._plane():
+            raise self._needs_plane("Updating a workflow")
+        return WorkflowRegisterResult.model_validate(self._dli("PATCH", f"/workflows/{dataset_name}", json=given))
 
     def unregister(self, dataset_name: str) -> WorkflowRunResult:
         """Remove a dataset's manual spec (and its SQL). A code-only dataset is a permission error."""
-        from dli_airflow.registry import delete_manual, manual_entry
+        if not self._plane():
+            raise self._needs_plane("Unregistering a workflow")
+        done = self._dli("DELETE", f"/workflows/{dataset_name}")
+        return WorkflowRunResult(dataset_name=dataset_name, action=done["action"], message=done["message"])
 
-        if self._plane():
-            done = self._dli("DELETE", f"/workflows/{dataset_name}")
-            return WorkflowRunResult(dataset_name=dataset_name, action=done["action"], message=done["message"])
-        snapshot = self._snapshot()
-        if snapshot is None:
-            raise WorkflowRegistrationError("The spec store cannot be read here", hint="set DLI_SPEC_STORE or --store")
-        entry, code_stays = manual_entry(snapshot, dataset_name)
-        delete_manual(self._store(), entry)
-        return WorkflowRunResult(
-            dataset_name=dataset_name, action="unregister",
-            message=f"Unregistered the manual spec of {dataset_name} ({entry.path})"
-            + ("; the code version stays active" if code_stays else ""),
-        )
+    def transitions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """``dli_sync``'s recent runs and the transitions each recorded (added, removed, overridden, ...)."""
+        if not self._plane():
+            raise self._needs_plane("Reading the sync transitions")
+        return list(self._dli("GET", "/transitions", params={"limit": limit})["runs"])
+
+    def problems(self) -> dict[str, Any]:
+        """The store's problems (file, field, fix) and warnings, as the control plane reads the store."""
+        if not self._plane():
+            raise self._needs_plane("Reading the store's problems")
+        return dict(self._dli("GET", "/problems"))
 
 
 __all__ = ["WorkflowClient"]

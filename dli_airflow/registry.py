@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import os
 import posixpath
 import secrets
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -137,7 +139,34 @@ def prepare_registration(
 
 
 #: The first line of every spec dli writes.
-HEADER = "# Registered through dli (manual/). Edit with `dli workflow register --force`.\n"
+HEADER = "# Registered through dli (manual/). Change it with `dli workflow update` or `dli workflow register --force`.\n"
+#: The second line: who wrote this version, how and when (JSON), read back by :func:`provenance`.
+PROVENANCE_PREFIX = "# dli-provenance: "
+#: The fields of a provenance line, and the longest value kept of each
+_PROVENANCE_FIELDS = {"action": 16, "by": 256, "at": 40, "from": 64}
+
+
+def provenance_line(action: str, by: str | None, at: datetime | None = None, request_from: str | None = None) -> str:
+    """The provenance line of a spec written now by ``by`` (one line: JSON escapes every newline)."""
+    when = (at or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    record = {"action": action, "by": by or "unknown", "at": when, "from": request_from}
+    record = {k: str(v)[:_PROVENANCE_FIELDS[k]] for k, v in record.items() if v is not None}
+    return PROVENANCE_PREFIX + json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+def provenance(data: bytes) -> dict[str, str]:
+    """Who registered or last changed a manual spec, from its provenance line (``{}`` if it has none:
+    a spec written before dli recorded it, or by hand). Only the known fields, as bounded strings."""
+    for line in data[:4096].decode("utf-8", "replace").splitlines()[:3]:
+        if line.startswith(PROVENANCE_PREFIX):
+            try:
+                record = json.loads(line[len(PROVENANCE_PREFIX):])
+            except ValueError:
+                return {}
+            if not isinstance(record, dict):
+                return {}
+            return {k: v[:n] for k, n in _PROVENANCE_FIELDS.items() if isinstance(v := record.get(k), str)}
+    return {}
 
 
 def sql_key(name: str, sql: bytes) -> str:
@@ -151,12 +180,22 @@ def sql_key(name: str, sql: bytes) -> str:
     return f"manual/{name[:200]}.{token}.sql"
 
 
-def write_manual(store: SpecStore, prepared: PreparedSpec, *, force: bool = False) -> WrittenSpec:
+def write_manual(
+    store: SpecStore,
+    prepared: PreparedSpec,
+    *,
+    force: bool = False,
+    expected_version: str | None = None,
+    written_by: str | None = None,
+) -> WrittenSpec:
     """Write the spec (and its SQL) under ``manual/``: the SQL to a fresh key first, then the spec naming it.
 
     Without ``force`` the spec is created only if absent; with ``force`` an existing manual spec is
     replaced only if it is still the version read here (a concurrent writer makes this fail, never lose
     a write). The SQL of a replaced spec is deleted once the new spec is in place.
+
+    :param expected_version: replace only this version (an update read it first), else DLI-801
+    :param written_by: the provenance line (:func:`provenance_line`) to write under the header
 
     :raises WorkflowRegistrationError: DLI-801, the name is registered (or was, meanwhile) or the store
         refuses conditional writes
@@ -171,20 +210,26 @@ def write_manual(store: SpecStore, prepared: PreparedSpec, *, force: bool = Fals
         document["query_file"] = posixpath.basename(sql_path)
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
     try:
-        current = store.read_manual(spec_path) if force else None
+        current = store.read_manual(spec_path) if force or expected_version is not None else None
+        if expected_version is not None and (current is None or current.version != expected_version):
+            raise WorkflowRegistrationError(
+                f"{store.display(spec_path)} changed while it was being updated (another writer)",
+                hint="read it again (dli workflow get NAME) and retry",
+            )
+        head = (HEADER + (written_by or "")).encode("utf-8")
         if sql_path is not None and sql is not None:
             store.create_manual(sql_path, sql)
         try:
             if current is None:
-                store.create_manual(spec_path, (HEADER + text).encode("utf-8"))
+                store.create_manual(spec_path, head + text.encode("utf-8"))
             else:
-                store.replace_manual(spec_path, (HEADER + text).encode("utf-8"), current.version)
+                store.replace_manual(spec_path, head + text.encode("utf-8"), current.version)
         except BaseException:
             if sql_path is not None:  # the key is this registration's own: nobody else uses it
                 with contextlib.suppress(DliError, OSError):
                     store.delete_manual(sql_path)
             raise
-        old_sql = _query_file(current.data, spec_path) if current is not None else None
+        old_sql = query_file_of(current.data, spec_path) if current is not None else None
         if old_sql is not None and old_sql != sql_path:  # the replaced spec's SQL, no longer named
             with contextlib.suppress(DliError, OSError):
                 store.delete_manual(old_sql)
@@ -195,7 +240,7 @@ def write_manual(store: SpecStore, prepared: PreparedSpec, *, force: bool = Fals
     return WrittenSpec(spec_path=spec_path, sql_path=sql_path)
 
 
-def _query_file(data: bytes, spec_path: str) -> str | None:
+def query_file_of(data: bytes, spec_path: str) -> str | None:
     """The store path of the SQL file a manual spec names, if it is one dli may delete (under manual/)."""
     try:
         document = load_yaml(data, spec_path)
@@ -219,7 +264,7 @@ def delete_manual(store: SpecStore, entry: SpecEntry) -> None:
         if current is None:
             return  # removed meanwhile: nothing left to do
         store.delete_manual(entry.path, current.version)
-        sql_path = _query_file(current.data, entry.path)
+        sql_path = query_file_of(current.data, entry.path)
         if sql_path is not None:
             store.delete_manual(sql_path)
     except DliError:
@@ -317,6 +362,9 @@ __all__ = [
     "delete_manual",
     "manual_entry",
     "prepare_registration",
+    "provenance",
+    "provenance_line",
+    "query_file_of",
     "registered_result",
     "registration_warning",
     "sql_key",

@@ -104,6 +104,10 @@ class WorkflowInfo(_Result):
     in_airflow: bool = True
     is_running: bool = False
     spec_file: Optional[str] = None
+    #: a manual workflow's last write through dli: ``register`` or ``update``, by whom, when (``dli workflow get``)
+    changed_by: Optional[str] = None
+    changed_at: Optional[datetime] = None
+    last_change: Optional[str] = None
 
 
 class WorkflowRun(_Result):

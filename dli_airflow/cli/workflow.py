@@ -29,30 +29,26 @@ app = new_app(
     "To run a dataset on this machine instead, use `dli dataset run NAME --local`."
 )
 
-StoreOption = Annotated[
-    Optional[str],
-    typer.Option("--store", help="Spec store (folder or s3://); default DLI_SPEC_STORE or [dli] spec_store."),
-]
 DatasetOption = Annotated[
     Optional[str], typer.Option("--dataset", "-d", help="Dataset of the run (for runs started by the scheduler or UI).")
 ]
 SourceOption = Annotated[Optional[str], typer.Option("--source", help="code or manual (default: the active copy).")]
 
 
-def _client(store: Optional[str]) -> Any:
+def _client() -> Any:
+    """The client of the Airflow named by ``DLI_AIRFLOW_URL``, else of the running ``dli dev up``. The spec
+    store is never read here: the control plane in Airflow reads it."""
     from dli_airflow.client import WorkflowClient
 
     if os.environ.get("DLI_AIRFLOW_URL"):
-        return WorkflowClient.from_env(store=store)
+        return WorkflowClient.from_env()
     from dli_airflow import config, dev
 
     home = config.dev_home()
     status = dev.status(home) if home.is_dir() else None
     if status is not None and status.running and status.url and status.password:
-        return WorkflowClient(
-            url=status.url, username=status.username, password=status.password, store=store or status.store
-        )
-    return WorkflowClient.from_env(store=store)  # raises the DLI-501 message naming DLI_AIRFLOW_URL
+        return WorkflowClient(url=status.url, username=status.username, password=status.password)
+    return WorkflowClient.from_env()  # raises the DLI-501 message naming DLI_AIRFLOW_URL
 
 
 def _fmt_time(value: Optional[datetime]) -> str:
@@ -83,11 +79,10 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and render the SQL; trigger nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end; exit 0 only on COMPLETED.")] = False,
     source: SourceOption = None,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Trigger a run on Airflow now (validated parameters; the run id names the dataset)."""
-    with _client(store) as client:
+    with _client() as client:
         result = client.run(name, parse_params(param), dry_run=dry_run, source_type=source)
         if dry_run:
             if fmt is OutputFormat.json:
@@ -141,7 +136,6 @@ def backfill(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the dates that would run; run nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress; cancel the rest at the first failed date.")] = False,
     source: SourceOption = None,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Run every scheduled date from --start to --end in order, one at a time (Airflow's backfill).
@@ -149,7 +143,7 @@ def backfill(
     It stops at the first failed date: later dates fail at once without running their SQL. With --wait,
     the remaining runs are also cancelled in Airflow and the command exits 1.
     """
-    with _client(store) as client:
+    with _client() as client:
         result = client.backfill(name, start, end, parse_params(param), dry_run=dry_run, source_type=source)
         if dry_run or not wait:
             if fmt is OutputFormat.json:
@@ -200,11 +194,10 @@ def _wait_backfill(client: Any, result: Any) -> list[Any]:
 def stop(
     run_id: Annotated[str, typer.Argument(help="Run id (as printed by `dli workflow run`).")],
     dataset: DatasetOption = None,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Stop a run: its task process is terminated and the run reads KILLED."""
-    with _client(store) as client:
+    with _client() as client:
         _echo_result(client.stop(run_id, dataset=dataset, wait=15.0), fmt)
 
 
@@ -212,11 +205,10 @@ def stop(
 def status(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
     dataset: DatasetOption = None,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show a run's state, its task tries and, for a failed run, the error."""
-    with _client(store) as client:
+    with _client() as client:
         result = client.get_status(run_id, dataset=dataset)
     if fmt is OutputFormat.json:
         print_json(result.model_dump(mode="json") | {"is_running": result.is_running, "is_terminal": result.is_terminal,
@@ -242,11 +234,10 @@ def list_workflows(
     running: Annotated[bool, typer.Option("--running", help="Only workflows with a queued or running run.")] = False,
     enabled_only: Annotated[bool, typer.Option("--enabled-only", help="Only active (unpaused) schedules.")] = False,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Filter by dataset name (substring).")] = None,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List workflows: Airflow's DAGs merged with the store (overridden manual specs included)."""
-    with _client(store) as client:
+    with _client() as client:
         result = client.list_workflows(
             source_type=None if source == "all" else source, dataset_filter=dataset, running_only=running,
             enabled_only=enabled_only,
@@ -272,11 +263,10 @@ def history(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs.")] = 20,
     run_status: Annotated[Optional[str], typer.Option("--status", "-s", help="PENDING|RUNNING|COMPLETED|FAILED|KILLED.")] = None,
     show_dataset_info: Annotated[bool, typer.Option("--show-dataset-info", help="Add each dataset's owner and schedule.")] = False,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Recent runs, newest first."""
-    with _client(store) as client:
+    with _client() as client:
         result = client.history(
             dataset_name=dataset, source_type=None if source == "all" else source, run_status=run_status,
             limit=limit, include_dataset_info=show_dataset_info,
@@ -302,11 +292,10 @@ def history(
 def pause(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
     source: SourceOption = None,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Pause a schedule (code and manual workflows alike)."""
-    with _client(store) as client:
+    with _client() as client:
         _echo_result(client.pause(name, source_type=source), fmt)
 
 
@@ -314,27 +303,25 @@ def pause(
 def unpause(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
     source: SourceOption = None,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Resume a schedule."""
-    with _client(store) as client:
+    with _client() as client:
         _echo_result(client.unpause(name, source_type=source), fmt)
 
 
 @app.command("get")
 def get(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show one workflow: source, status, schedule, next run, owner, parameters."""
     from dli_airflow.errors import WorkflowNotFoundError
 
-    with _client(store) as client:
+    with _client() as client:
         info = client.get(name)
     if info is None:
-        raise WorkflowNotFoundError(f"Workflow {name!r} is neither in Airflow nor in the store")
+        raise WorkflowNotFoundError(f"Workflow {name!r} is neither in Airflow nor in the spec store")
     if fmt is OutputFormat.json:
         print_json(info.model_dump(mode="json"))
         return
@@ -350,11 +337,10 @@ def logs(
     task_id: Annotated[str, typer.Option("--task", help="Task id.")] = "run",
     try_number: Annotated[Optional[int], typer.Option("--try", help="Try number (default: the latest).")] = None,
     dataset: DatasetOption = None,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Print a task try's log."""
-    with _client(store) as client:
+    with _client() as client:
         result = client.logs(run_id, task_id, try_number, dataset=dataset)
     if fmt is OutputFormat.json:
         print_json(result.model_dump(mode="json"))
@@ -373,13 +359,12 @@ def register(
     retry_delay_seconds: Annotated[Optional[int], typer.Option("--retry-delay-seconds")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a manual spec, or store one a code spec overrides.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before storing a spec that code overrides.")] = False,
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Register a spec as a manual workflow (written under manual/ of the store; Airflow picks it up at its next parse)."""
     from dli_airflow.errors import WorkflowRegistrationError
 
-    with _client(store) as client:
+    with _client() as client:
         kwargs = dict(cron=cron, timezone=timezone, enabled=enabled, retry_max_attempts=retry_max_attempts,
                       retry_delay_seconds=retry_delay_seconds)
         try:
@@ -403,12 +388,35 @@ def register(
         typer.echo(f"Registered {result.workflow_info.dataset_name} (manual, {state}) as {result.spec_path}")
 
 
+@app.command("update")
+def update(
+    name: Annotated[str, typer.Argument(help="Dataset name (a manual workflow).")],
+    cron: Annotated[Optional[str], typer.Option("--cron", help="New schedule.cron.")] = None,
+    timezone: Annotated[Optional[str], typer.Option("--timezone", help="New schedule.timezone.")] = None,
+    enabled: Annotated[Optional[bool], typer.Option("--enabled/--disabled", help="New schedule.enabled.")] = None,
+    retry_max_attempts: Annotated[Optional[int], typer.Option("--retry-max-attempts")] = None,
+    retry_delay_seconds: Annotated[Optional[int], typer.Option("--retry-delay-seconds")] = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Change a manual workflow's schedule; its SQL and the rest of its spec stay (code workflows: in Git)."""
+    with _client() as client:
+        result = client.update(name, cron=cron, timezone=timezone, enabled=enabled,
+                               retry_max_attempts=retry_max_attempts, retry_delay_seconds=retry_delay_seconds)
+    if fmt is OutputFormat.json:
+        print_json(result.model_dump(mode="json"))
+        return
+    info = result.workflow_info
+    schedule = f"{info.cron} {info.timezone or 'UTC'}" if info.cron else "no schedule"
+    typer.echo(f"Updated {info.dataset_name} (manual, {info.status.value}): {schedule}")
+    if result.warning:
+        typer.echo(f"Warning: {result.warning}", err=True)
+
+
 @app.command("unregister")
 def unregister(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
-    store: StoreOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Remove a manual workflow's spec from the store (code workflows: change them in Git)."""
-    with _client(store) as client:
+    with _client() as client:
         _echo_result(client.unregister(name), fmt)

@@ -16,27 +16,37 @@ never modified or deleted here, whoever asks. Errors are JSON: ``{"code", "messa
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from dli_airflow import __version__
-from dli_airflow._yaml import MAX_SPEC_BYTES
 from dli_airflow.errors import (
     DatasetNotFoundError,
     DliError,
     ParameterError,
-    ServerExecutionError,
+    Problem,
+    WorkflowExecutionError,
     WorkflowNotFoundError,
     WorkflowPermissionError,
     parse_choice,
 )
 from dli_airflow.plugin import state
-from dli_airflow.registry import registered_result
+from dli_airflow.plugin.auth import User, check_csrf, name_of, require, visible
+from dli_airflow.plugin.models import (
+    ActionResult,
+    BackfillBody,
+    Overrides,
+    RegisterBody,
+    RunBody,
+    WorkflowCopies,
+    WorkflowPage,
+)
+from dli_airflow.plugin.rest import call
+from dli_airflow.registry import provenance_line, registered_result
 from dli_airflow.spec import DatasetStatus, SourceType
-from dli_airflow.store import MAX_SQL_BYTES
 from dli_airflow.workflow import (
     RunStatus,
     WorkflowInfo,
@@ -53,15 +63,32 @@ from dli_airflow.workflow import (
 API_PREFIX = "/api/v1"
 #: The largest page of ``GET /workflows`` (Airflow's own API pages at most 1,000 DAGs too)
 MAX_PAGE = 1000
-#: Writes authenticated by the UI's cookie (not by a bearer token) must carry this header: a page of
-#: another site cannot send it without a CORS preflight the api-server refuses (CSRF protection).
-CSRF_HEADER = "X-DLI-Request"
 
 # HTTP status by DLI code (the longest matching prefix wins)
 _STATUS = {
     "DLI-0": 500, "DLI-1": 404, "DLI-2": 422, "DLI-3": 422, "DLI-4": 502, "DLI-5": 503,
     "DLI-800": 404, "DLI-801": 409, "DLI-802": 409, "DLI-803": 403,
 }
+
+
+#: validation errors reported per request, at most
+_MAX_FIELD_ERRORS = 20
+
+
+def request_error(errors: Any) -> ParameterError:
+    """DLI-203 for a request FastAPI could not validate: each field (``body.parameters``, ``query.limit``)
+    with what is wrong. The values sent are never echoed (a body may hold anything, secrets too)."""
+    problems = []
+    for error in list(errors)[:_MAX_FIELD_ERRORS]:
+        location = [str(part) for part in error.get("loc", ())]
+        where = {"body": "<request body>", "query": "<query>", "path": "<path>"}.get(location[0] if location else "", "<request>")
+        field = ".".join(location[1:]) or None
+        problems.append(Problem(str(error.get("msg", "invalid"))[:300], file=where, field=field))
+    summary = "; ".join(f"{p.field or p.file}: {p.message}" for p in problems[:5]) or "the request is not valid"
+    return ParameterError(
+        f"Invalid request: {summary}", problems=problems,
+        hint=f"see the fields and their types on the API's page: /dli{API_PREFIX}/docs",
+    )
 
 
 def status_of(error: DliError) -> int:
@@ -72,86 +99,9 @@ def status_of(error: DliError) -> int:
     return 500
 
 
-async def _user(request: Request) -> Any:
-    """The caller, authenticated by the api-server (401 without credentials, 403 for a bad token)."""
-    from airflow.api_fastapi.core_api.security import get_user
-    from fastapi.security import HTTPAuthorizationCredentials
-
-    header = request.headers.get("authorization") or ""
-    scheme, _, token = header.partition(" ")
-    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if token else None
-    return await get_user(request, None, bearer)
-
-
-User = Annotated[Any, Depends(_user)]
-
-
-def _authorized(user: Any, method: str, name: str | None, runs: bool = False) -> bool:
-    """Whether ``user`` may ``method`` the DAG ``name`` (``None``: every DAG) — or its runs — by Airflow's
-    auth manager."""
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
-
-    team = None
-    if name is not None:
-        from airflow.models.dag import DagModel
-
-        team = DagModel.get_team_name(name)
-    return get_auth_manager().is_authorized_dag(
-        method=method, access_entity=DagAccessEntity.RUN if runs else None,
-        details=DagDetails(id=name, team_name=team), user=user,
-    )
-
-
-def _require(user: Any, method: str, name: str | None, action: str, runs: bool = False) -> None:
-    if not _authorized(user, method, name, runs):
-        who = getattr(user, "get_name", lambda: "this user")()
-        target = f"the workflow {name!r}" if name else "every workflow"
-        raise WorkflowPermissionError(
-            f"{who} may not {action} {target}: Airflow's auth manager refuses {method} on the DAG",
-            hint="ask an Airflow admin for that DAG permission (see the README's role table)",
-        )
-
-
-def _visible(user: Any, infos: list[WorkflowInfo]) -> list[WorkflowInfo]:
-    from airflow.api_fastapi.app import get_auth_manager
-
-    readable = get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
-    every = None
-    kept = []
-    for info in infos:
-        if info.in_airflow and info.status is not DatasetStatus.OVERRIDDEN:
-            if info.dataset_name in readable:
-                kept.append(info)
-            continue
-        if every is None:
-            every = _authorized(user, "GET", None)
-        if every:
-            kept.append(info)
-    return kept
-
-
 def _infos(only: str | None = None, running: bool = False) -> list[WorkflowInfo]:
     snapshot = state.snapshot(fresh=only is not None)
     return merge_workflows(snapshot.entries, state.dli_dags(only), state.running_dag_ids() if running else set(), only=only)
-
-
-class WorkflowPage(BaseModel):
-    workflows: list[WorkflowInfo]
-    total_entries: int
-
-
-class WorkflowCopies(BaseModel):
-    """A dataset's workflow: the active copy first, then the others (an overridden manual copy)."""
-
-    workflow: WorkflowInfo
-    copies: list[WorkflowInfo]
-
-
-class ActionResult(BaseModel):
-    dataset_name: str
-    action: str
-    message: str
 
 
 def create_app() -> FastAPI:
@@ -169,6 +119,11 @@ def create_app() -> FastAPI:
     @app.exception_handler(DliError)
     async def dli_error(request: Request, exc: DliError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        error = request_error(exc.errors())
+        return JSONResponse(error.to_dict(), status_code=status_of(error))
 
     @app.get(f"{API_PREFIX}/health")
     def health() -> dict[str, Any]:
@@ -198,7 +153,7 @@ def create_app() -> FastAPI:
         """Every workflow the caller may read: the store's specs (overridden manual copies too) joined with
         their DAGs' state, sorted by name then source, one page at a time."""
         selected = select_workflows(
-            _visible(user, _infos(running=running)),
+            visible(user, _infos(running=running)),
             source=parse_choice(SourceType, source, "source"),
             status=parse_choice(DatasetStatus, status, "status"),
             dataset_filter=filter, running_only=running, enabled_only=enabled,
@@ -208,24 +163,32 @@ def create_app() -> FastAPI:
     @app.get(f"{API_PREFIX}/workflows/{{name}}")
     def get_workflow(name: str, user: User) -> WorkflowCopies:
         """A dataset's workflow, the active copy first."""
-        _require(user, "GET", name, "read")
+        require(user, "GET", name, "read")
         infos = [i for i in _infos(only=name) if i.dataset_name == name]
         if not infos:
             raise WorkflowNotFoundError(f"Workflow {name!r} is neither in the spec store nor in Airflow")
         infos.sort(key=lambda i: i.status is DatasetStatus.OVERRIDDEN)
+        infos = [_with_provenance(i) for i in infos]
         return WorkflowCopies(workflow=infos[0], copies=infos[1:])
+
+    @app.get(f"{API_PREFIX}/transitions")
+    def transitions(user: User, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+        """``dli_sync``'s recent transitions (added, removed, overridden, restored, paused, ...), newest run
+        first: what each of its last ``limit`` runs recorded."""
+        require(user, "GET", None, "read the sync transitions of")
+        return {"runs": state.sync_transitions(limit)}
 
     @app.get(f"{API_PREFIX}/problems")
     def problems(user: User) -> dict[str, Any]:
         """The store's problems (file, field, fix) and warnings (an outage served from the last good copy)."""
-        _require(user, "GET", None, "read the problems of")
+        require(user, "GET", None, "read the problems of")
         snapshot = state.snapshot()
         return {"problems": [p.to_dict() for p in snapshot.problems], "warnings": list(snapshot.warnings)}
 
     def _set_paused(request: Request, user: Any, name: str, paused: bool, source: str | None) -> ActionResult:
         action = "pause" if paused else "unpause"
-        _check_csrf(request)
-        _require(user, "PUT", name, action)
+        check_csrf(request)
+        require(user, "PUT", name, action)
         wanted = parse_choice(SourceType, source, "source")
         snapshot = state.snapshot(fresh=True)
         try:
@@ -241,7 +204,7 @@ def create_app() -> FastAPI:
             )
         if name not in state.dli_dags(name):
             raise WorkflowNotFoundError(f"Workflow {name!r} is not in Airflow (not parsed yet, or not a dli DAG)")
-        _airflow(request, "PATCH", f"/dags/{name}", {"is_paused": paused})
+        call(request, "PATCH", f"/dags/{name}", {"is_paused": paused})
         return ActionResult(dataset_name=name, action=action, message=f"{action.capitalize()}d {name}")
 
     @app.post(f"{API_PREFIX}/workflows/{{name}}/pause")
@@ -262,18 +225,55 @@ def create_app() -> FastAPI:
         from dli_airflow.catalog import open_store
         from dli_airflow.registry import prepare_registration, registration_warning, write_manual
 
-        _check_csrf(request)
+        check_csrf(request)
         document = load_yaml(body.spec.encode("utf-8"), "<request body: spec>") if isinstance(body.spec, str) else body.spec
         prepared = prepare_registration(spec=document, sql=body.sql, **body.overrides.model_dump(exclude_none=True))
         name = prepared.spec.name
         # a name that is not a DAG yet can only be authorized against every DAG (DagDetails(id=None))
-        _require(user, "PUT", name if name in state.dli_dags(name) else None, f"register {name!r} as")
+        require(user, "PUT", name if name in state.dli_dags(name) else None, f"register {name!r} as")
         warning = registration_warning(state.snapshot(fresh=True), name, force=body.force)
-        written = write_manual(open_store(), prepared, force=body.force)
+        origin = _origin(request)
+        written = write_manual(open_store(), prepared, force=body.force,
+                               written_by=provenance_line("register", name_of(user), request_from=origin))
         state.forget_snapshot()
-        state.audit("dli.register", user, name, request.client.host if request.client else None,
-                    spec=written.spec_path, sql=written.sql_path, force=body.force)
+        state.audit("dli.register", user, name, origin, spec=written.spec_path, sql=written.sql_path, force=body.force)
         state.request_reparse()
+        return registered_result(prepared, written, warning)
+
+    @app.patch(f"{API_PREFIX}/workflows/{{name}}")
+    def update(name: str, body: Overrides, request: Request, user: User) -> WorkflowRegisterResult:
+        """Change a manual workflow's schedule (seed 002 P2-4: ``cron``, ``timezone``, ``enabled``,
+        ``retry_max_attempts``, ``retry_delay_seconds``); the rest of its spec and its SQL stay. A code
+        workflow is DLI-803: it changes in Git."""
+        from dli_airflow._yaml import load_yaml
+        from dli_airflow.catalog import open_store
+        from dli_airflow.registry import manual_entry, prepare_registration, query_file_of, write_manual
+
+        check_csrf(request)
+        require(user, "PUT", name if name in state.dli_dags(name) else None, "update")
+        changes = body.model_dump(exclude_none=True)
+        if not changes:
+            raise ParameterError(
+                "Nothing to update: the body names no setting",
+                hint="send at least one of cron, timezone, enabled, retry_max_attempts, retry_delay_seconds",
+            )
+        entry, code_stays = manual_entry(state.snapshot(fresh=True), name)
+        store = open_store()
+        current = store.read_manual(entry.path)
+        if current is None:
+            raise WorkflowNotFoundError(f"Workflow {name!r} was unregistered meanwhile")
+        document = load_yaml(current.data, entry.path)
+        sql_path = query_file_of(current.data, entry.path)
+        sql_file = store.read_manual(sql_path) if sql_path is not None else None
+        sql = sql_file.data.decode("utf-8") if sql_file is not None else None
+        prepared = prepare_registration(spec=document, sql=sql, **changes)
+        origin = _origin(request)
+        written = write_manual(store, prepared, expected_version=current.version,
+                               written_by=provenance_line("update", name_of(user), request_from=origin))
+        state.forget_snapshot()
+        state.audit("dli.update", user, name, origin, spec=written.spec_path, changes=changes)
+        state.request_reparse()
+        warning = "The code spec of this dataset stays active: the manual copy is overridden" if code_stays else None
         return registered_result(prepared, written, warning)
 
     @app.delete(f"{API_PREFIX}/workflows/{{name}}")
@@ -282,12 +282,12 @@ def create_app() -> FastAPI:
         from dli_airflow.catalog import open_store
         from dli_airflow.registry import delete_manual, manual_entry
 
-        _check_csrf(request)
-        _require(user, "DELETE", name, "unregister")
+        check_csrf(request)
+        require(user, "DELETE", name, "unregister")
         entry, code_stays = manual_entry(state.snapshot(fresh=True), name)
         delete_manual(open_store(), entry)
         state.forget_snapshot()
-        state.audit("dli.unregister", user, name, request.client.host if request.client else None, spec=entry.path)
+        state.audit("dli.unregister", user, name, _origin(request), spec=entry.path)
         return ActionResult(
             dataset_name=name, action="unregister",
             message=f"Unregistered the manual spec of {name} ({entry.path})"
@@ -301,8 +301,8 @@ def create_app() -> FastAPI:
         from dli_airflow._runs import _render_dry
         from dli_airflow.params import conf_for_run
 
-        _check_csrf(request)
-        _require(user, "POST", name, "run", runs=True)
+        check_csrf(request)
+        require(user, "POST", name, "run", runs=True)
         entry = entry_for_run(state.snapshot(fresh=True), name, parse_choice(SourceType, body.source, "source"))
         dag = state.dli_dags(name).get(name)
         if dag is None:
@@ -317,10 +317,9 @@ def create_app() -> FastAPI:
             )
         check_runnable(name, dag)
         run_id = make_run_id(name, "adhoc")
-        who = getattr(user, "get_name", lambda: "unknown")()
-        created = _airflow(request, "POST", f"/dags/{name}/dagRuns", {
+        created = call(request, "POST", f"/dags/{name}/dagRuns", {
             "logical_date": None, "dag_run_id": run_id, "conf": conf,
-            "note": body.note or f"triggered by {who} through dli",
+            "note": body.note or f"triggered by {name_of(user)} through dli",
         }, retry=True)
         return WorkflowRunResult(
             dataset_name=name, action="run", run_id=run_id,
@@ -328,95 +327,85 @@ def create_app() -> FastAPI:
             message=f"Run started: {run_id}",
         )
 
+    @app.post(f"{API_PREFIX}/workflows/{{name}}/backfills")
+    def backfill(name: str, body: BackfillBody, request: Request, user: User) -> WorkflowRunResult:
+        """Backfill the scheduled dates whose local date (in the spec's time zone) is in [start, end], one
+        run at a time, with the parameters validated and coerced against the spec here (``dry_run``: the
+        dates, nothing created)."""
+        from dli_airflow._runs import backfill_request, backfill_started, backfill_window, dry_run_dates
+        from dli_airflow.params import conf_for_backfill
+
+        check_csrf(request)
+        require(user, "POST", name, "backfill", runs=True)
+        start, end = backfill_window(body.start, body.end, body.parameters)
+        entry = entry_for_run(state.snapshot(fresh=True), name, parse_choice(SourceType, body.source, "source"))
+        dag = state.dli_dags(name).get(name)
+        if dag is None or entry is None:
+            raise WorkflowNotFoundError(f"Workflow {name!r} is not in Airflow (not parsed yet, or not a dli DAG)")
+        conf = conf_for_backfill(entry.spec, body.parameters)
+        tz = entry.spec.schedule.timezone if entry.spec.schedule else "UTC"
+        request_body = backfill_request(name, start, end, conf, tz, name_of(user))
+        refused = f"Airflow refused the backfill of {name!r}"
+        dates = dry_run_dates(name, start, end, call(request, "POST", "/backfills/dry_run", request_body, refused=refused))
+        if body.dry_run:
+            return backfill_started(name, dates, None)
+        check_runnable(name, dag)
+        created = call(request, "POST", "/backfills", request_body, refused=refused, retry=True, conflict=(
+            f"A backfill of {name!r} is already running", "wait for it or stop it (dli workflow stop RUN_ID -d DATASET)"))
+        return backfill_started(name, dates, int(created["id"]))
+
+    @app.post(f"{API_PREFIX}/workflows/{{name}}/runs/{{run_id}}/stop")
+    def stop(name: str, run_id: str, request: Request, user: User) -> WorkflowRunResult:
+        """Stop a run: Airflow marks it failed and terminates its task; its note records who stopped it, so
+        it reads ``KILLED``."""
+        from datetime import datetime, timezone
+
+        from dli_airflow.workflow import KILLED_NOTE_PREFIX, run_from_api
+
+        check_csrf(request)
+        require(user, "PUT", name, "stop runs of", runs=True)
+        if name not in state.dli_dags(name):
+            raise WorkflowNotFoundError(f"Workflow {name!r} is not in Airflow (or not a dli DAG)")
+        path = f"/dags/{name}/dagRuns/{run_id}"
+        raw = call(request, "GET", path, missing=(
+            f"Run {run_id!r} of {name!r} is not in Airflow", f"list the runs with: dli workflow history -d {name}"))
+        if run_from_api(raw).status.is_terminal:
+            raise WorkflowExecutionError(f"Run {run_id!r} has already ended ({run_from_api(raw).status.value}); nothing to stop")
+        note = f"{KILLED_NOTE_PREFIX} {name_of(user)} through dli at {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+        call(request, "PATCH", f"{path}?update_mask=note", {"note": note})
+        call(request, "PATCH", f"{path}?update_mask=state", {"state": "failed"})
+        return WorkflowRunResult(dataset_name=name, action="stop", run_id=run_id, run_status=RunStatus.KILLED,
+                                 message=f"Stopped {run_id}")
+
     return app
 
 
-class Overrides(BaseModel):
-    """Schedule settings over the spec's (the keys of :data:`dli_airflow.registry.OVERRIDE_KEYS`)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    cron: Optional[str] = None
-    timezone: Optional[str] = None
-    enabled: Optional[bool] = None
-    retry_max_attempts: Optional[int] = None
-    retry_delay_seconds: Optional[int] = None
+def _origin(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
-class RegisterBody(BaseModel):
-    """``POST /workflows``: the spec (YAML text, or the same as a JSON object), its SQL when the spec names a
-    ``query_file``, ``force`` (seed 003 §2.7) and schedule overrides (``cron``, ``timezone``, ``enabled``,
-    ``retry_max_attempts``, ``retry_delay_seconds``)."""
+def _with_provenance(info: WorkflowInfo) -> WorkflowInfo:
+    """A manual workflow with who registered or last changed it (the provenance line of its spec)."""
+    if info.source_type is not SourceType.MANUAL or not info.spec_file:
+        return info
+    from dli_airflow.catalog import open_store
+    from dli_airflow.registry import provenance
+    from dli_airflow.workflow import parse_time
 
-    model_config = ConfigDict(extra="forbid")
-
-    spec: Union[Annotated[str, Field(max_length=MAX_SPEC_BYTES)], dict[str, Any]]
-    sql: Optional[Annotated[str, Field(max_length=MAX_SQL_BYTES)]] = None
-    force: bool = False
-    overrides: Overrides = Field(default_factory=lambda: Overrides())
-
-
-
-
-class RunBody(BaseModel):
-    """``POST /workflows/{name}/runs``: the run's parameters (JSON values or text, coerced to their types)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    source: Optional[str] = None
-    note: Optional[str] = Field(default=None, max_length=1000)
-    dry_run: bool = False
+    try:
+        current = open_store().read_manual(info.spec_file)
+    except (DliError, OSError):
+        return info
+    record = provenance(current.data) if current is not None else {}
+    if not record:
+        return info
+    try:
+        at = parse_time(record["at"]) if "at" in record else None
+    except (ValueError, TypeError):
+        at = None
+    return info.model_copy(update={"changed_by": record.get("by"), "changed_at": at, "last_change": record.get("action")})
 
 
-def _check_csrf(request: Request) -> None:
-    if request.headers.get("authorization", "").lower().startswith("bearer "):
-        return
-    if not request.headers.get(CSRF_HEADER):
-        raise WorkflowPermissionError(
-            f"A write authenticated by the UI's cookie needs the {CSRF_HEADER} header (CSRF protection)",
-            hint="send `Authorization: Bearer <token>`, or the header from the Datasets page's own script",
-        )
 
-
-def _airflow(
-    request: Request, method: str, path: str, body: dict[str, Any] | None = None, *, retry: bool = False
-) -> Any:
-    """Call Airflow's REST API v2 in this api-server process with the caller's own credentials.
-
-    :param retry: retry on 500/503 (a write the metadata DB refused, e.g. a SQLite lock) — only for writes
-        that are safe to repeat (a run with its own new id: a 409 then means an earlier attempt made it)
-    """
-    import time
-
-    import anyio.from_thread
-    import httpx
-    from airflow.api_fastapi.main import app as root  # the api-server's app (uvicorn imported it already)
-
-    from dli_airflow._api import backoff
-
-    headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "cookie")}
-    headers["content-type"] = "application/json"
-
-    async def call() -> httpx.Response:
-        transport = httpx.ASGITransport(app=root)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api-server") as client:
-            return await client.request(method, f"/api/v2{path}", json=body, headers=headers)
-
-    for attempt in range(1, 7 if retry else 2):
-        response = anyio.from_thread.run(call)
-        if not (retry and response.status_code in (500, 503) and attempt < 6):
-            break
-        time.sleep(backoff(attempt))
-    if retry and attempt > 1 and response.status_code == 409:
-        return None  # an earlier attempt made it
-    if response.status_code in (401, 403):
-        raise WorkflowPermissionError(f"Airflow refused {method} {path}: {response.text[:200]}")
-    if response.status_code in (400, 422):
-        raise ParameterError(f"Airflow refused {method} {path}: {response.text[:300]}")
-    if response.status_code >= 400:
-        raise ServerExecutionError(f"Airflow answered {response.status_code} to {method} {path}: {response.text[:300]}")
-    return response.json() if response.content else None
-
-
-__all__ = ["API_PREFIX", "CSRF_HEADER", "MAX_PAGE", "create_app", "status_of"]
+__all__ = ["API_PREFIX", "MAX_PAGE", "create_app", "request_error", "status_of"]

@@ -121,6 +121,35 @@ def request_reparse() -> int:
         return len(files)
 
 
+def sync_transitions(limit: int) -> list[dict[str, Any]]:
+    """The reports of ``dli_sync``'s last ``limit`` runs that recorded one (newest first): when, which run,
+    and the transitions it confirmed (kind, dataset, source, message, applied, notified)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from dli_airflow.sync import SYNC_DAG_ID
+
+    query = (
+        select(XComModel)
+        .where(XComModel.dag_id == SYNC_DAG_ID, XComModel.task_id == "sync", XComModel.key == "return_value")
+        .order_by(XComModel.timestamp.desc())
+        .limit(limit)
+    )
+    runs = []
+    with create_session() as session:
+        for row in session.scalars(query):
+            report = XComModel.deserialize_value(row)
+            if not isinstance(report, dict):
+                continue
+            runs.append({
+                "run_id": row.run_id, "at": _iso(row.timestamp), "baseline": bool(report.get("baseline")),
+                "datasets": report.get("datasets"), "pending": list(report.get("pending") or []),
+                "transitions": [t for t in report.get("transitions") or [] if isinstance(t, dict)],
+            })
+    return runs
+
+
 def audit(event: str, user: Any, name: str, request_from: str | None, **extra: Any) -> None:
     """One row of Airflow's audit log (the UI's Audit Log page) for a write Airflow's own API did not make.
 
@@ -143,4 +172,7 @@ def audit(event: str, user: Any, name: str, request_from: str | None, **extra: A
         session.add(row)
 
 
-__all__ = ["SNAPSHOT_TTL_SECONDS", "audit", "dli_dags", "forget_snapshot", "request_reparse", "running_dag_ids", "snapshot"]
+__all__ = [
+    "SNAPSHOT_TTL_SECONDS", "audit", "dli_dags", "forget_snapshot", "request_reparse", "running_dag_ids",
+    "snapshot", "sync_transitions",
+]

@@ -386,7 +386,6 @@ def test_every_noun_is_a_sub_command(runner: CliRunner) -> None:
 @pytest.mark.parametrize(
     ("args", "text"),
     [
-        (["workflow", "list", "--help"], "[dli] spec_store"),
         (["spec", "list", "--help"], "[dli] spec_store"),
         (["dataset", "run", "--help"], "[dli] duckdb_path"),
     ],

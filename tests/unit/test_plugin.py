@@ -33,7 +33,7 @@ def test_each_dli_error_has_its_http_status(error: errors.DliError, status: int)
 def test_the_register_overrides_are_the_registry_keys_and_unknown_fields_are_refused():
     from pydantic import ValidationError
 
-    from dli_airflow.plugin.api import Overrides, RegisterBody
+    from dli_airflow.plugin.models import Overrides, RegisterBody
     from dli_airflow.registry import OVERRIDE_KEYS
 
     assert tuple(Overrides.model_fields) == tuple(OVERRIDE_KEYS)
