@@ -144,7 +144,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 #: The classes of the hostile corpus (the README's table "The hostile corpus"): every test marked
 #: ``@pytest.mark.hostile(kind=...)`` is one or more rows of one class; ``./run test -m hostile`` runs them all
 #: and the summary counts them per class.
-HOSTILE_KINDS = ("injection", "names", "files", "rendering", "yaml", "required", "writes", "cli-and-secrets")
+HOSTILE_KINDS = ("injection", "names", "files", "rendering", "yaml", "required", "writes", "cli-and-secrets", "http-bodies")
 _hostile: dict[str, int] = {}
 
 

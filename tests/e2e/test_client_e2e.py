@@ -26,10 +26,10 @@ from dli_airflow.workflow import RunStatus
 
 
 @pytest.fixture
-def client(airflow, e2e_store):
-    with WorkflowClient(
-        url=airflow.url, username=airflow.username, password=airflow.password, store=str(e2e_store)
-    ) as c:
+def client(airflow):
+    """Only the URL and credentials: the client never sees the store (the control plane reads it)."""
+    with WorkflowClient(url=airflow.url, username=airflow.username, password=airflow.password) as c:
+        assert c._plane()  # the dli plugin answers in this api-server
         yield c
 
 
@@ -245,14 +245,20 @@ def test_reads_retry_through_a_503_burst(airflow, e2e_store):
 
     transport = Burst()
     with WorkflowClient(url=airflow.url, username=airflow.username, password=airflow.password,
-                        store=str(e2e_store), transport=transport) as c:
+                        transport=transport) as c:
         assert c.get("e2e.daily") is not None
     assert transport.faults == 0
 
 
+#: what the CLI's environment keeps of the test run's: nothing that could point it at the store or at Airflow
+_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
+
+
 def _cli(airflow, e2e_store, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DLI_AIRFLOW_URL": airflow.url, "DLI_AIRFLOW_USERNAME": airflow.username,
-           "DLI_AIRFLOW_PASSWORD": airflow.password, "DLI_SPEC_STORE": str(e2e_store)}
+    """`dli workflow …` as a user runs it: the Airflow URL and credentials, no store, no Airflow config."""
+    env = {k: v for k, v in os.environ.items() if k in _KEPT}
+    env.update({"DLI_AIRFLOW_URL": airflow.url, "DLI_AIRFLOW_USERNAME": airflow.username,
+                "DLI_AIRFLOW_PASSWORD": airflow.password, "DLI_DEV_HOME": str(e2e_store / "no-dev-home")})
     return subprocess.run([sys.executable, "-m", "dli_airflow.cli", "workflow", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 

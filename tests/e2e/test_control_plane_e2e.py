@@ -215,3 +215,126 @@ def test_a_code_workflow_is_never_changed_or_deleted_through_the_control_plane(a
     assert deleted.status_code == 403 and deleted.json()["code"] == "DLI-803" and "managed by code" in deleted.json()["message"]
     assert clash.status_code == 409 and "already exists in code/" in clash.json()["message"]
     assert sorted(p.read_bytes() for p in (Path(airflow.store) / "code").rglob("*") if p.is_file()) == code
+
+
+SCHEDULED = """\
+name: e2e.cp_scheduled
+owner: cp@example.com
+query: SELECT 1 AS one
+schedule: {cron: "0 5 * * *", timezone: UTC, enabled: false}
+"""
+
+
+def test_a_manual_workflows_schedule_is_updated_by_name_and_shows_who_changed_it(airflow) -> None:
+    from pathlib import Path
+
+    spec_file = Path(airflow.store) / "manual" / "e2e.cp_scheduled.yaml"
+    with _dli(airflow, "user") as dli:
+        created = dli.post("/workflows", json={"spec": SCHEDULED})
+        assert created.status_code == 200, created.text
+        try:
+            with _dli(airflow, "viewer") as viewer:
+                refused = viewer.patch("/workflows/e2e.cp_scheduled", json={"cron": "0 6 * * *"})
+            assert refused.status_code == 403 and refused.json()["code"] == "DLI-803"
+            empty = dli.patch("/workflows/e2e.cp_scheduled", json={})
+            assert empty.status_code == 422 and empty.json()["code"] == "DLI-203" and "cron" in empty.json()["hint"]
+            bad = dli.patch("/workflows/e2e.cp_scheduled", json={"cron": "every day"})
+            assert bad.status_code == 422 and bad.json()["code"].startswith("DLI-2"), bad.text
+            assert "retry" not in spec_file.read_text()
+            with _dli(airflow, "op") as op:
+                updated = op.patch("/workflows/e2e.cp_scheduled",
+                                   json={"cron": "30 7 * * 1", "timezone": "Asia/Seoul", "retry_max_attempts": 3})
+            assert updated.status_code == 200, updated.text
+            info = updated.json()["workflow_info"]
+            assert (info["cron"], info["timezone"], info["status"]) == ("30 7 * * 1", "Asia/Seoul", "paused")
+            text = spec_file.read_text()
+            assert "30 7 * * 1" in text and "max_attempts: 3" in text and "SELECT 1 AS one" in text
+            got = dli.get("/workflows/e2e.cp_scheduled").json()["workflow"]
+            assert (got["changed_by"], got["last_change"]) == ("op", "update")
+            assert got["changed_at"] is not None
+        finally:
+            dli.delete("/workflows/e2e.cp_scheduled")
+    with airflow.api() as api:
+        rows = api.get("/eventLogs", params={"event": "dli.update", "order_by": "-when", "limit": 10}).json()["event_logs"]
+    assert any(row["owner"] == "op" and "30 7 * * 1" in (row.get("extra") or "") for row in rows), rows
+
+
+def test_a_code_workflows_schedule_cannot_be_updated_whoever_asks(airflow) -> None:
+    from pathlib import Path
+
+    code = sorted(p.read_bytes() for p in (Path(airflow.store) / "code").rglob("*") if p.is_file())
+    with _dli(airflow, "admin") as dli:
+        response = dli.patch("/workflows/analytics.daily_clicks", json={"cron": "0 1 * * *"})
+        missing = dli.patch("/workflows/no.such.dataset", json={"cron": "0 1 * * *"})
+    assert response.status_code == 403 and response.json()["code"] == "DLI-803"
+    assert "Git" in response.json()["hint"]
+    assert missing.status_code == 404 and missing.json()["code"] == "DLI-800"
+    assert sorted(p.read_bytes() for p in (Path(airflow.store) / "code").rglob("*") if p.is_file()) == code
+
+
+def test_a_backfill_is_validated_on_the_server_and_a_dry_run_lists_its_dates(airflow) -> None:
+    with _dli(airflow, "viewer") as viewer:
+        refused = viewer.post("/workflows/e2e.daily/backfills", json={"start": "2024-01-01", "end": "2024-01-03"})
+    assert refused.status_code == 403 and refused.json()["code"] == "DLI-803"
+    with _dli(airflow, "user") as dli:
+        unknown = dli.post("/workflows/e2e.daily/backfills",
+                           json={"start": "2024-01-01", "end": "2024-01-03", "parameters": {"nope": 1}})
+        backwards = dli.post("/workflows/e2e.daily/backfills", json={"start": "2024-01-03", "end": "2024-01-01"})
+        dry = dli.post("/workflows/e2e.daily/backfills",
+                       json={"start": "2024-01-01", "end": "2024-01-03", "dry_run": True})
+    assert unknown.status_code == 422 and unknown.json()["code"] == "DLI-203" and "nope" in unknown.json()["message"]
+    assert backwards.status_code == 422 and "before start date" in backwards.json()["message"]
+    assert dry.status_code == 200, dry.text
+    assert [d[:10] for d in dry.json()["logical_dates"]] == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    assert dry.json()["dry_run"] is True and dry.json().get("backfill_id") is None
+
+
+def test_the_sync_transitions_are_served(airflow) -> None:
+    with _dli(airflow, "viewer") as dli:
+        response = dli.get("/transitions", params={"limit": 5})
+        too_many = dli.get("/transitions", params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    runs = response.json()["runs"]
+    assert len(runs) <= 5
+    for run in runs:
+        assert run["run_id"] and run["at"] and isinstance(run["transitions"], list)
+    assert too_many.status_code == 422 and too_many.json()["code"] == "DLI-203"
+
+
+@pytest.mark.hostile(kind="http-bodies")
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/workflows", {"spec": 42}, "spec"),
+        ("POST", "/workflows", {"spec": "name: x\n", "sql": "S" * 2_000_000}, "sql"),
+        ("POST", "/workflows", {"spec": "name: x\n", "surprise": True}, "surprise"),
+        ("POST", "/workflows", {"spec": "name: x\n", "overrides": {"cron": "* * * * *", "owner": "me"}}, "overrides.owner"),
+        ("POST", "/workflows", [1, 2], None),
+        ("POST", "/workflows/e2e.adhoc/runs", {"parameters": "n=1"}, "parameters"),
+        ("POST", "/workflows/e2e.adhoc/runs", {"note": "x" * 5000}, "note"),
+        ("POST", "/workflows/e2e.adhoc/runs", {"dry_run": "perhaps"}, "dry_run"),
+        ("POST", "/workflows/e2e.daily/backfills", {"start": "2024-01-01"}, "end"),
+        ("POST", "/workflows/e2e.daily/backfills", {"start": "2024-01-01", "end": "x" * 100}, "end"),
+        ("PATCH", "/workflows/e2e.adhoc", {"cron": 5}, "cron"),
+        ("PATCH", "/workflows/e2e.adhoc", {"query": "DROP TABLE x"}, "query"),
+        ("GET", "/workflows?limit=0", None, "limit"),
+        ("GET", "/workflows?offset=-1", None, "offset"),
+        ("GET", "/workflows?running=maybe", None, "running"),
+    ],
+)
+def test_a_request_the_api_cannot_read_is_a_json_dli_203_naming_the_field(airflow, method, path, body, field) -> None:
+    with _dli(airflow, "admin") as dli:
+        response = dli.request(method, path, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert error["code"] == "DLI-203" and error["message"].startswith("Invalid request")
+    assert "/dli/api/v1/docs" in error["hint"]
+    if field is not None:
+        assert field in [p["field"] for p in error["problems"]], error
+    assert "DROP TABLE" not in response.text and "SSSS" not in response.text  # the values sent are never echoed
+
+
+def test_a_body_that_is_not_json_is_a_json_dli_203(airflow) -> None:
+    with _dli(airflow, "admin") as dli:
+        response = dli.post("/workflows/e2e.adhoc/runs", content=b"\xff{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["code"] == "DLI-203"

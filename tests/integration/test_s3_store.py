@@ -17,7 +17,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from race_support import race
 from s3_support import (  # noqa: F401  (fixtures)
@@ -49,10 +48,6 @@ from dli_airflow.errors import (  # noqa: E402
 from dli_airflow.factory import ERRORS_DAG_ID, build_dags  # noqa: E402
 from dli_airflow.s3store import S3Store  # noqa: E402
 from dli_airflow.spec import DatasetStatus, SourceType  # noqa: E402
-
-#: An Airflow without dli's control plane (404 to everything): the client then writes the store it was given
-#: itself, which is what these tests exercise (with the plugin, the api-server writes it through the same code)
-NO_PLUGIN = httpx.MockTransport(lambda request: httpx.Response(404, json={"detail": "Not Found"}))
 
 PREFIX = "dli/"
 
@@ -334,8 +329,13 @@ def test_cold_start_without_store_emits_no_dataset_dags_and_says_why(store_url, 
 
 @pytest.mark.hostile(kind="writes")
 def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, moto_server, s3_bucket, tmp_path):
-    from dli_airflow.client import WorkflowClient
-    from dli_airflow.registry import delete_manual, prepare_registration, write_manual
+    from dli_airflow.registry import (
+        delete_manual,
+        manual_entry,
+        prepare_registration,
+        registration_warning,
+        write_manual,
+    )
 
     client = moto_server.client()
 
@@ -364,17 +364,19 @@ def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, mo
             attempt()
     with pytest.raises(DliError):  # a name that would leave manual/ is not a dataset name
         write_manual(store, prepare_registration(spec={"name": "../code/x", "owner": "a", "query": "SELECT 1"}))
-    api = WorkflowClient("http://127.0.0.1:9", token="unused", store=store_url, transport=NO_PLUGIN)
-    with pytest.raises(WorkflowPermissionError):
-        api.unregister("sales.returns")  # code only: DLI-803
+    with pytest.raises(WorkflowPermissionError):  # what the control plane's unregister does: code only is DLI-803
+        manual_entry(scan(open_store(store_url)), "sales.returns")
     assert s3_proxy.writes() == []
 
-    # registering: the SQL to a key of its own first, the spec naming it last; every PUT a conditional create
+    # registering (the control plane's write): the SQL to a key of its own first, the spec naming it last;
+    # every PUT a conditional create
     spec_file = tmp_path / "weekly.yaml"
     spec_file.write_text(spec("reports.weekly", query_file="weekly.sql"))
     (tmp_path / "weekly.sql").write_text("SELECT 7 AS weekly\n")
-    api.register(spec_file)
-    api.register(spec={"name": "sales.returns", "owner": "a@b.c", "query": "SELECT 1"}, force=True)  # over code
+    write_manual(store, prepare_registration(spec_path=spec_file))
+    over_code = prepare_registration(spec={"name": "sales.returns", "owner": "a@b.c", "query": "SELECT 1"})
+    assert registration_warning(scan(open_store(store_url)), "sales.returns", force=True)  # stored, overridden
+    write_manual(store, over_code, force=True)
     puts = [r for r in s3_proxy.writes() if r.method == "PUT" and ".dli-probe-" not in r.key]
     assert [re.sub(r"\.[0-9a-f]{16}\.sql$", ".<key>.sql", r.key) for r in puts] == [
         f"{PREFIX}manual/reports.weekly.<key>.sql",
@@ -388,8 +390,9 @@ def test_register_and_unregister_write_only_under_manual(store_url, s3_proxy, mo
     assert snapshot.get("sales.returns", SourceType.MANUAL).status is DatasetStatus.OVERRIDDEN
 
     s3_proxy.reset()
-    api.unregister("reports.weekly")
-    api.unregister("sales.returns")  # its manual copy only; the code one stays
+    for name in ("reports.weekly", "sales.returns"):  # sales.returns: its manual copy only; the code one stays
+        entry, _ = manual_entry(scan(open_store(store_url)), name)
+        delete_manual(store, entry)
     deletes = [r for r in s3_proxy.writes() if ".dli-probe-" not in r.key]
     assert [r.key for r in deletes] == [
         f"{PREFIX}manual/reports.weekly.yaml",
@@ -550,13 +553,12 @@ def test_a_forced_replacement_overtaken_after_its_read_fails(store_url, monkeypa
 def test_a_server_that_ignores_conditional_writes_is_refused_before_anything_is_written(
     store_url, s3_proxy: S3Proxy, moto_server, s3_bucket
 ):
-    from dli_airflow.client import WorkflowClient
+    from dli_airflow.registry import prepare_registration, write_manual
 
     s3_proxy.ignore_conditions("PUT")
-    api = WorkflowClient("http://127.0.0.1:9", token="unused", store=store_url, transport=NO_PLUGIN)
     before = {o["Key"] for o in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])}
     with pytest.raises(WorkflowRegistrationError, match="ignores conditional writes") as info:
-        api.register(spec={"name": "reports.new", "owner": "a@b.c", "query": "SELECT 1"})
+        write_manual(S3Store(store_url), prepare_registration(spec={"name": "reports.new", "owner": "a@b.c", "query": "SELECT 1"}))
     assert info.value.code == "DLI-801" and "If-None-Match" in info.value.message
     after = {o["Key"] for o in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])}
     assert after == before  # nothing written, the probe object removed

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dli_airflow import errors
 
@@ -41,3 +44,51 @@ def test_the_register_overrides_are_the_registry_keys_and_unknown_fields_are_ref
         RegisterBody.model_validate({"spec": "name: x", "overrides": {"crn": "0 9 * * *"}})
     with pytest.raises(ValidationError):
         RegisterBody.model_validate({"spec": "x" * (1024 * 1024 + 1)})
+
+
+_MARK = "S3CRET-VALUE"
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20).map(lambda t: _MARK + t),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@pytest.mark.hostile(kind="http-bodies")
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["parameters", "source", "note", "dry_run", "start", "end", "spec",
+                                             "sql", "force", "overrides", "cron", "x"]), _json, max_size=5),
+       model=st.sampled_from(["RunBody", "BackfillBody", "RegisterBody", "Overrides"]))
+def test_an_invalid_body_is_dli_203_naming_fields_and_never_echoing_values(body, model):
+    """Whatever a client sends, the answer to a body the API cannot read names the fields and what is wrong
+    with them, and carries none of the values sent (a body may hold secrets, or megabytes)."""
+    from pydantic import ValidationError
+
+    from dli_airflow.plugin import models
+    from dli_airflow.plugin.api import request_error
+
+    try:
+        getattr(models, model).model_validate(body)
+    except ValidationError as exc:
+        raised = exc.errors()
+    else:
+        return
+    error = request_error([{**e, "loc": ("body", *e["loc"])} for e in raised])  # FastAPI's locations
+    assert error.code == "DLI-203" and error.problems
+    text = json.dumps(error.to_dict())
+    assert _MARK not in text
+    assert {p.file for p in error.problems} == {"<request body>"}
+    assert {p.field for p in error.problems} <= {".".join(map(str, e["loc"])) or None for e in raised}
+
+
+@pytest.mark.hostile(kind="http-bodies")
+@pytest.mark.parametrize(("loc", "field", "where"), [
+    (("body", "parameters"), "parameters", "<request body>"), (("query", "limit"), "limit", "<query>"),
+    (("body",), None, "<request body>"), (("path", "name"), "name", "<path>"), ((), None, "<request>"),
+])
+def test_a_validation_error_names_where_and_which_field(loc, field, where):
+    from dli_airflow.plugin.api import request_error
+
+    error = request_error([{"loc": loc, "msg": "Field required", "input": _MARK}])
+    assert (error.problems[0].file, error.problems[0].field) == (where, field)
+    assert _MARK not in json.dumps(error.to_dict()) and "/dli/api/v1/docs" in error.hint
