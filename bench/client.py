@@ -65,7 +65,7 @@ def main() -> int:
         print(f"dli dev up with {args.n} DAGs listed: {time.perf_counter() - started:.1f}s", flush=True)
         try:
             with WorkflowClient(url=status.url, username=status.username, password=status.password,
-                                store=str(store), timeout=120) as client:
+                                timeout=120) as client:
                 started = time.perf_counter()
                 for k in range(args.runs):
                     name = names[k % args.n]

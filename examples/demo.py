@@ -40,7 +40,7 @@ def main() -> int:
     print(f"Airflow is up, every dataset DAG listed, after {time.monotonic() - started:.1f}s: {status.url}")
 
     params = {"execution_date": args.execution_date, "min_clicks": args.min_clicks}
-    with WorkflowClient(url=status.url, username=status.username, password=status.password, store=args.store) as client:
+    with WorkflowClient(url=status.url, username=status.username, password=status.password) as client:
         run = client.run(DATASET, params)
         print(f"{run.message} with {params}", flush=True)
         final = list(client.watch(run.run_id, poll=1.0, timeout=300))[-1]

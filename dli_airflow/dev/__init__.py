@@ -61,6 +61,7 @@ from dli_airflow.dev._process import (
     _ProcessRecord,
     _read_records,
     _stop,
+    _stop_one,
     _tail,
     log_tails,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "free_port",
     "get_token",
     "log_tails",
+    "restart_api_server",
     "status",
     "up",
 ]
@@ -331,6 +333,30 @@ def _cold_start(
         with contextlib.suppress(DevError):
             _stop(paths, records)
         raise
+    return _status(paths, known_healthy=True)
+
+
+def restart_api_server(home: Path | str, *, timeout: float = 120) -> DevStatus:
+    """Restart only the api-server of a running stack (the scheduler and dag-processor keep running), with the
+    settings ``up`` gave it, and wait until it is healthy again — what a deploy or a crash of the api-server does.
+
+    :raises DevError: no stack runs under ``home``
+    """
+    deadline = time.monotonic() + timeout
+    paths = _Paths(_resolve_home(home))
+    with _locked(paths, timeout):
+        records = _read_records(paths)
+        state = _load_state(paths)
+        record = records.get("api-server")
+        if state is None or state.store is None or record is None or not _is_ours(record):
+            raise DevError(f"no api-server runs under {paths.home}; start the stack with `dli dev up`")
+        _stop_one(paths, record)
+        env = _airflow_env(paths, state, state.store, None, record.run_id)
+        records["api-server"] = _launch(
+            paths, "api-server", ["api-server", "--host", HOST, "--port", str(state.port)], env, record.run_id
+        )
+        _wait_ready(paths, records, url=f"http://{HOST}:{state.port}", password=_ensure_password(paths),
+                    deadline=deadline, timeout=timeout, expected=None, parsed_since=None)
     return _status(paths, known_healthy=True)
 
 

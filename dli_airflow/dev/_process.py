@@ -298,6 +298,21 @@ def _stop(paths: _Paths, records: Mapping[str, _ProcessRecord]) -> None:
             paths.pid(name).unlink()
 
 
+def _stop_one(paths: _Paths, record: _ProcessRecord) -> None:
+    """Stop one recorded process and its group (SIGTERM, SIGKILL after the grace), leaving the others running."""
+    scope = {record.name: record}
+    seen = _owned_pids(scope, tagged=False)
+    if seen:
+        _signal(scope, seen, signal.SIGTERM)
+        left = _wait_gone(scope, seen, _STOP_GRACE_SECONDS, tagged=False)
+        if left:
+            _signal(scope, left, signal.SIGKILL)
+            if _wait_gone(scope, seen, _KILL_WAIT_SECONDS, tagged=False):
+                raise DevError(f"the {record.name} of {paths.home} survived SIGKILL")
+    with contextlib.suppress(FileNotFoundError):
+        paths.pid(record.name).unlink()
+
+
 @contextlib.contextmanager
 def _open_log(paths: _Paths, name: str) -> Iterator[IO[bytes]]:
     paths.logs.mkdir(parents=True, exist_ok=True)

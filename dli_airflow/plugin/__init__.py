@@ -36,10 +36,15 @@ class LazyApp:
 
 
 class DliPlugin(AirflowPlugin):
-    """The dli control plane: the ``/dli/api/v1`` API in the api-server."""
+    """The dli control plane: the ``/dli/api/v1`` API in the api-server and the UI's Datasets page."""
 
     name = "dli"
     fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "dli control plane"}]
+    #: the Datasets page in the UI's navigation (the UI frames ``href``; without ``url_route`` it skips the view)
+    external_views = [{
+        "name": "Datasets", "href": f"{URL_PREFIX.lstrip('/')}/datasets", "url_route": "dli-datasets",
+        "destination": "nav", "nav_top_level": True,
+    }]
 
 
 __all__ = ["URL_PREFIX", "DliPlugin", "LazyApp"]

@@ -19,8 +19,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dli_airflow import __version__
 from dli_airflow.errors import (
@@ -34,7 +36,7 @@ from dli_airflow.errors import (
     parse_choice,
 )
 from dli_airflow.plugin import state
-from dli_airflow.plugin.auth import User, check_csrf, name_of, require, visible
+from dli_airflow.plugin.auth import User, authorized, check_csrf, name_of, require, visible
 from dli_airflow.plugin.models import (
     ActionResult,
     BackfillBody,
@@ -120,6 +122,16 @@ def create_app() -> FastAPI:
     async def dli_error(request: Request, exc: DliError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=status_of(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        # a body that is not JSON at all: DLI-203 like any unreadable request; the api-server's own answers
+        # (401/403 for credentials, with Airflow's wording the client's token refresh relies on) stay as they are
+        if exc.status_code == 400:
+            error = ParameterError(f"Invalid request: {exc.detail}",
+                                   hint=f"send a JSON body as documented on the API's page: /dli{API_PREFIX}/docs")
+            return JSONResponse(error.to_dict(), status_code=400)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         error = request_error(exc.errors())
@@ -170,6 +182,32 @@ def create_app() -> FastAPI:
         infos.sort(key=lambda i: i.status is DatasetStatus.OVERRIDDEN)
         infos = [_with_provenance(i) for i in infos]
         return WorkflowCopies(workflow=infos[0], copies=infos[1:])
+
+    @app.get("/datasets", response_class=HTMLResponse, include_in_schema=False)
+    async def datasets_page(request: Request, q: Annotated[str, Query(max_length=200)] = "") -> HTMLResponse:
+        """The Datasets page of Airflow's UI (its "Datasets" nav entry frames it)."""
+        from fastapi import HTTPException
+        from starlette.concurrency import run_in_threadpool
+
+        from dli_airflow.plugin import page
+        from dli_airflow.plugin.auth import authenticated_user
+
+        try:
+            user = await authenticated_user(request)
+        except HTTPException as exc:
+            reason = "Sign in to see the datasets." if exc.status_code == 401 else "Your session has expired."
+            return HTMLResponse(page.sign_in(reason), status_code=exc.status_code, headers=page.security_headers())
+
+        def build() -> str:
+            try:
+                snapshot = state.snapshot()
+            except DliError as exc:
+                return page.render([], (exc,), (), user=name_of(user), query=q, store_readable=False)
+            infos = visible(user, merge_workflows(snapshot.entries, state.dli_dags(), state.running_dag_ids()))
+            problems = snapshot.problems if authorized(user, "GET", None) else ()
+            return page.render(infos, problems, snapshot.warnings, user=name_of(user), query=q, store=snapshot.store)
+
+        return HTMLResponse(await run_in_threadpool(build), headers=page.security_headers())
 
     @app.get(f"{API_PREFIX}/transitions")
     def transitions(user: User, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:

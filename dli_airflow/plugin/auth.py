@@ -15,7 +15,7 @@ from dli_airflow.workflow import WorkflowInfo
 CSRF_HEADER = "X-DLI-Request"
 
 
-async def _user(request: Request) -> Any:
+async def authenticated_user(request: Request) -> Any:
     """The caller, authenticated by the api-server (401 without credentials, 403 for a bad token)."""
     from airflow.api_fastapi.core_api.security import get_user
     from fastapi.security import HTTPAuthorizationCredentials
@@ -26,7 +26,7 @@ async def _user(request: Request) -> Any:
     return await get_user(request, None, bearer)
 
 
-User = Annotated[Any, Depends(_user)]
+User = Annotated[Any, Depends(authenticated_user)]
 
 
 def authorized(user: Any, method: str, name: str | None, runs: bool = False) -> bool:
@@ -90,4 +90,4 @@ def name_of(user: Any) -> str:
     return str(getattr(user, "get_name", lambda: "unknown")() or "unknown")
 
 
-__all__ = ["CSRF_HEADER", "User", "authorized", "check_csrf", "name_of", "require", "visible"]
+__all__ = ["CSRF_HEADER", "User", "authenticated_user", "authorized", "check_csrf", "name_of", "require", "visible"]

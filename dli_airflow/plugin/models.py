@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dli_airflow._yaml import MAX_SPEC_BYTES
 from dli_airflow.store import MAX_SQL_BYTES
@@ -48,12 +48,24 @@ class RegisterBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    spec: Union[Annotated[str, Field(max_length=MAX_SPEC_BYTES)], dict[str, Any]]
+    spec: Union[str, dict[str, Any]] = Field(json_schema_extra={
+        "anyOf": [{"type": "string", "maxLength": MAX_SPEC_BYTES}, {"type": "object"}],
+        "description": "the spec: YAML text, or the same as a JSON object"})
     sql: Optional[Annotated[str, Field(max_length=MAX_SQL_BYTES)]] = None
     force: bool = False
     overrides: Overrides = Field(default_factory=lambda: Overrides())
 
-
+    @field_validator("spec", mode="plain")
+    @classmethod
+    def _text_or_object(cls, value: Any) -> Union[str, dict[str, Any]]:
+        # one error at ``spec`` (a Union would report one per member, at locations named by pydantic's types)
+        if isinstance(value, str):
+            if len(value) > MAX_SPEC_BYTES:
+                raise ValueError(f"the spec is longer than {MAX_SPEC_BYTES} characters")
+            return value
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return value
+        raise ValueError("the spec must be YAML text or a JSON object")
 
 
 class BackfillBody(BaseModel):
