@@ -199,7 +199,7 @@ class WorkflowClient(RunMethods):
         dataset_filter: str | None = None,
         running_only: bool = False,
         enabled_only: bool = False,
-        limit: int = 1000,
+        limit: int | None = None,
     ) -> WorkflowListResult:
         """Every dli workflow: the store's specs joined with Airflow's DAGs on the control plane, so overridden
         manual specs show too (``overridden_by = code``, no next run); without it, Airflow's dli DAGs only."""
@@ -215,7 +215,7 @@ class WorkflowClient(RunMethods):
 
     def _list_on_the_plane(
         self, source: SourceType | None, status: DatasetStatus | None, dataset_filter: str | None,
-        running_only: bool, enabled_only: bool, limit: int,
+        running_only: bool, enabled_only: bool, limit: int | None,
     ) -> WorkflowListResult:
         params: dict[str, Any] = {
             "source": source.value if source else None, "status": status.value if status else None,
@@ -224,9 +224,9 @@ class WorkflowClient(RunMethods):
         params = {k: v for k, v in params.items() if v is not None}
         found: list[WorkflowInfo] = []
         total = 0
-        while len(found) < limit:
-            page = self._dli("GET", "/workflows", params={**params, "limit": min(PLANE_PAGE, limit - len(found)),
-                                                          "offset": len(found)})
+        while limit is None or len(found) < limit:
+            size = PLANE_PAGE if limit is None else min(PLANE_PAGE, limit - len(found))
+            page = self._dli("GET", "/workflows", params={**params, "limit": size, "offset": len(found)})
             batch = [WorkflowInfo.model_validate(w) for w in page["workflows"]]
             total = int(page["total_entries"])
             found.extend(batch)

@@ -234,13 +234,14 @@ def list_workflows(
     running: Annotated[bool, typer.Option("--running", help="Only workflows with a queued or running run.")] = False,
     enabled_only: Annotated[bool, typer.Option("--enabled-only", help="Only active (unpaused) schedules.")] = False,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Filter by dataset name (substring).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="At most this many (default: all).")] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """List workflows: Airflow's DAGs merged with the store (overridden manual specs included)."""
+    """List workflows: the store joined with Airflow's DAGs by the control plane (overridden manual specs included)."""
     with _client() as client:
         result = client.list_workflows(
             source_type=None if source == "all" else source, dataset_filter=dataset, running_only=running,
-            enabled_only=enabled_only,
+            enabled_only=enabled_only, limit=limit,
         )
     if fmt is OutputFormat.json:
         print_json(result.model_dump(mode="json"))

@@ -241,6 +241,14 @@ def _choose_port(requested: int | None, saved: int | None) -> int:
 # --------------------------------------------------------------------------- the Airflow environment
 
 
+#: SQLite's connection arguments for every process of the stack (``[database] sql_alchemy_connect_args``
+#: imports them): wait up to 30 s for the database's write lock instead of sqlite3's 5 s. Under a dev stack's
+#: load (a killed task's supervisor writing while a backfill is created) 5 s runs out, Airflow answers 503 and
+#: cleans up half-made rows the scheduler may be holding — which crashes Airflow 3.3's scheduler.
+SQLITE_CONNECT_ARGS: dict[str, object] = {"timeout": 30}
+SQLITE_CONNECT_ARGS_ASYNC: dict[str, object] = {"timeout": 30}
+
+
 def _airflow_env(
     paths: _Paths, state: _DevState, store: str, extra_env: Mapping[str, str] | None, run_id: str
 ) -> dict[str, str]:
@@ -257,6 +265,8 @@ def _airflow_env(
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{paths.db}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "dli_airflow.dev._home.SQLITE_CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "dli_airflow.dev._home.SQLITE_CONNECT_ARGS_ASYNC",
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
             ),

@@ -326,6 +326,7 @@ def create_app() -> FastAPI:
         delete_manual(open_store(), entry)
         state.forget_snapshot()
         state.audit("dli.unregister", user, name, _origin(request), spec=entry.path)
+        state.request_reparse()  # the DAG goes (or the code copy takes over) at once, not at the next interval
         return ActionResult(
             dataset_name=name, action="unregister",
             message=f"Unregistered the manual spec of {name} ({entry.path})"
@@ -388,7 +389,10 @@ def create_app() -> FastAPI:
         if body.dry_run:
             return backfill_started(name, dates, None)
         check_runnable(name, dag)
-        created = call(request, "POST", "/backfills", request_body, refused=refused, retry=True, conflict=(
+        # On SQLite, Airflow answers 503 when a lock stopped it half-way, after deleting the runs it had made —
+        # one of which the scheduler may have queued already. Retrying at once would make runs of the same ids,
+        # and that queued task's failure ("not found") would then land on the new run: wait until it has.
+        created = call(request, "POST", "/backfills", request_body, refused=refused, retry=True, settle=5.0, conflict=(
             f"A backfill of {name!r} is already running", "wait for it or stop it (dli workflow stop RUN_ID -d DATASET)"))
         return backfill_started(name, dates, int(created["id"]))
 

@@ -12,6 +12,7 @@ from dli_airflow.errors import ParameterError, ServerExecutionError, WorkflowExe
 
 def call(
     request: Request, method: str, path: str, body: dict[str, Any] | None = None, *, retry: bool = False,
+    settle: float = 0.0,
     refused: str | None = None, conflict: tuple[str, str] | None = None, missing: tuple[str, str] | None = None,
 ) -> Any:
     """Call Airflow's REST API v2 in this api-server process with the caller's own credentials.
@@ -19,6 +20,8 @@ def call(
     :param retry: retry on 500/503 (a write the metadata DB refused, e.g. a SQLite lock) — only for writes
         that are safe to repeat (a run with its own new id: a 409 then means an earlier attempt made it;
         a backfill Airflow could not create)
+    :param settle: seconds to wait at least before each retry (see the backfill route: a half-made backfill's
+        cleanup must be seen by the scheduler before its run ids are made again)
     :param refused: the message of a 400/422 answer (DLI-203), default one naming the request
     :param conflict: message and hint of a 409 answer (DLI-802), else a 409 after a retry is success
     :param missing: message and hint of a 404 answer (DLI-802)
@@ -43,7 +46,7 @@ def call(
         response = anyio.from_thread.run(call)
         if not (retry and response.status_code in (500, 503) and attempt < 6):
             break
-        time.sleep(backoff(attempt))
+        time.sleep(max(settle, backoff(attempt)))
     if response.status_code == 409 and conflict is not None:
         raise WorkflowExecutionError(conflict[0], hint=conflict[1])
     if retry and attempt > 1 and response.status_code == 409:

@@ -173,9 +173,22 @@ def test_register_and_unregister_a_manual_workflow(client, airflow, e2e_store, t
     assert result.sql_path and result.sql_path.startswith("manual/e2e.registered.")
     assert (e2e_store / result.sql_path).read_text() == "SELECT 1 AS one\n"
     wait_until(lambda: client.get("e2e.registered") and client.get("e2e.registered").in_airflow, 120, interval=2, what="the DAG")
-    assert client.get("e2e.registered").timezone == "Europe/Paris"
+    registered = client.get("e2e.registered")
+    assert registered.timezone == "Europe/Paris"
+    assert (registered.changed_by, registered.last_change) == (airflow.username, "register")
     with pytest.raises(WorkflowRegistrationError, match="already registered"):
         client.register(spec)
+    # the schedule changes by name, the SQL stays; `dli workflow update` and `get` show who changed it
+    updated = _cli(airflow, e2e_store, "update", "e2e.registered", "--cron", "15 4 * * *", "--timezone", "Asia/Seoul")
+    assert updated.returncode == 0, updated.stderr
+    assert "Updated e2e.registered (manual, active): 15 4 * * * Asia/Seoul" in updated.stdout
+    assert (e2e_store / "manual" / "e2e.registered.yaml").read_text().count("15 4 * * *") == 1
+    shown = _cli(airflow, e2e_store, "get", "e2e.registered")
+    assert shown.returncode == 0 and "last_change    update" in shown.stdout and f"changed_by     {airflow.username}" in shown.stdout
+    code = _cli(airflow, e2e_store, "update", "analytics.daily_clicks", "--cron", "0 1 * * *")
+    assert code.returncode == 1 and "DLI-803" in code.stderr and "Git" in code.stderr
+    nothing = _cli(airflow, e2e_store, "update", "e2e.registered")
+    assert nothing.returncode == 1 and "DLI-203" in nothing.stderr
     client.unregister("e2e.registered")
     assert not (e2e_store / "manual" / "e2e.registered.yaml").exists()
     # unregistered through the control plane: Airflow's audit log has it, with the dataset and the caller

@@ -302,6 +302,30 @@ def test_the_sync_transitions_are_served(airflow) -> None:
     assert too_many.status_code == 422 and too_many.json()["code"] == "DLI-203"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/workflows/analytics.campaign_report/pause", None),
+        ("POST", "/workflows/analytics.campaign_report/unpause", None),
+        ("POST", "/workflows", {"spec": "name: e2e.viewer_made\nowner: v@example.com\nquery: SELECT 1\n"}),
+        ("PATCH", "/workflows/e2e.adhoc", {"cron": "0 1 * * *"}),
+        ("DELETE", "/workflows/e2e.adhoc", None),
+        ("POST", "/workflows/e2e.adhoc/runs", {"parameters": {"n": 1}}),
+        ("POST", "/workflows/e2e.daily/backfills", {"start": "2024-01-01", "end": "2024-01-02"}),
+        ("POST", "/workflows/e2e.adhoc/runs/e2e.adhoc__adhoc__20240101T000000000Z/stop", None),
+    ],
+)
+def test_a_viewer_may_read_but_no_write_goes_through(airflow, method, path, body) -> None:
+    store = Path(airflow.store)
+    files = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    with _dli(airflow, "viewer") as dli:
+        response = dli.request(method, path, json=body)
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "DLI-803" and "viewer may not" in response.json()["message"]
+    assert "role table" in response.json()["hint"]
+    assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == files
+
+
 @pytest.mark.hostile(kind="http-bodies")
 @pytest.mark.parametrize(
     ("method", "path", "body", "field"),

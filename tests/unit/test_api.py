@@ -242,7 +242,7 @@ def test_the_client_lists_through_the_control_plane_page_by_page_when_airflow_ha
         return server.handler(request)
 
     client = WorkflowClient(URL, username="ana", password=PASSWORD, transport=httpx.MockTransport(handler))
-    listed = client.list_workflows(limit=5000, source_type="code")
+    listed = client.list_workflows(source_type="code")  # no limit: every page
     assert [w.dataset_name for w in listed.workflows] == [w["dataset_name"] for w in workflows]
     assert listed.total_count == 2500
     pages = [(r.url.params["offset"], r.url.params["limit"], r.url.params["source"]) for r in server.requests
