@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from dli_airflow._api import detail
 from dli_airflow.errors import DliError, ParameterError, WorkflowExecutionError, parse_choice
-from dli_airflow.spec import DatasetStatus, SourceType
+from dli_airflow.kinds import DatasetStatus, SourceType
 from dli_airflow.workflow import (
     BACKFILL_TOKEN_KEY,
     KILLED_NOTE_PREFIX,

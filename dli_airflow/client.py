@@ -33,7 +33,7 @@ from dli_airflow.errors import (
     WorkflowNotFoundError,
     parse_choice,
 )
-from dli_airflow.spec import DatasetStatus, SourceType
+from dli_airflow.kinds import DatasetStatus, SourceType
 from dli_airflow.workflow import (
     WorkflowInfo,
     WorkflowListResult,

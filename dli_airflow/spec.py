@@ -11,7 +11,6 @@ import difflib
 import math
 import re
 from datetime import date, datetime
-from enum import Enum
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +28,7 @@ from pydantic import (
 
 from dli_airflow._yaml import load_yaml
 from dli_airflow.errors import DliError, Problem, SpecValidationError
+from dli_airflow.kinds import DatasetStatus, SourceType
 
 #: A dataset name, matched in full: ``\Z``, not ``$``, which lets a trailing newline through (``"a.b\n"``).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,250}\Z")
@@ -106,17 +106,6 @@ def coerce_value(param_type: str, value: Any) -> Any:
             return value.strip().lower() in _TRUE
         raise ValueError("expected true or false")
     raise ValueError(f"unknown parameter type {param_type!r}")  # pragma: no cover - guarded by the model
-
-
-class SourceType(str, Enum):
-    CODE = "code"
-    MANUAL = "manual"
-
-
-class DatasetStatus(str, Enum):
-    ACTIVE = "active"
-    PAUSED = "paused"
-    OVERRIDDEN = "overridden"
 
 
 ParamType = Literal["string", "date", "integer", "number", "boolean"]

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from dli_airflow.errors import DatasetNotFoundError, WorkflowExecutionError, WorkflowNotFoundError
-from dli_airflow.spec import DatasetStatus as WorkflowStatus
-from dli_airflow.spec import SourceType
+from dli_airflow.kinds import DatasetStatus as WorkflowStatus
+from dli_airflow.kinds import SourceType
 
 if TYPE_CHECKING:
     from dli_airflow.catalog import SpecEntry, StoreSnapshot
@@ -366,10 +366,16 @@ def check_runnable(name: str, dag: Mapping[str, Any]) -> None:
 
 
 def merge_workflows(
-    entries: Iterable[SpecEntry], dags: Mapping[str, Mapping[str, Any]], running: set[str], *, only: str | None = None
+    entries: Iterable[SpecEntry], dags: Mapping[str, Mapping[str, Any]], running: set[str], *, only: str | None = None,
+    orphans: bool = True,
 ) -> list[WorkflowInfo]:
     """Every workflow: the store's entries joined with their DAGs (API-shaped dicts by dag id), then the dli
-    DAGs the store does not explain (its spec is not readable here); sorted by name, then source."""
+    DAGs the store does not explain; sorted by name, then source.
+
+    :param orphans: list those DAGs too (their spec is not readable here). ``False`` when the whole store was
+        read: a dli DAG without a spec is then one whose spec was removed, which Airflow keeps listing until
+        the dag-processor deactivates it (``[dag_processor] stale_dag_threshold``, a minute or two)
+    """
     infos: list[WorkflowInfo] = []
     seen: set[str] = set()
     for entry in entries:
@@ -380,7 +386,7 @@ def merge_workflows(
         if entry.schedules:
             seen.add(entry.name)
     for dag_id, dag in dags.items():
-        if dag_id in seen or has_tag(dag, "dli:errors") or (only is not None and dag_id != only):
+        if not orphans or dag_id in seen or has_tag(dag, "dli:errors") or (only is not None and dag_id != only):
             continue
         infos.append(info_from_dag(dag, dag_id in running))
     infos.sort(key=lambda i: (i.dataset_name, i.source_type.value))

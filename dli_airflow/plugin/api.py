@@ -103,7 +103,13 @@ def status_of(error: DliError) -> int:
 
 def _infos(only: str | None = None, running: bool = False) -> list[WorkflowInfo]:
     snapshot = state.snapshot(fresh=only is not None)
-    return merge_workflows(snapshot.entries, state.dli_dags(only), state.running_dag_ids() if running else set(), only=only)
+    return merge_workflows(snapshot.entries, state.dli_dags(only), state.running_dag_ids() if running else set(),
+                           only=only, orphans=not _complete(snapshot))
+
+
+def _complete(snapshot: Any) -> bool:
+    """Whether this snapshot is the whole store as it is now (no outage, no unreadable path)."""
+    return not snapshot.warnings and not snapshot.unread
 
 
 def create_app() -> FastAPI:
@@ -203,7 +209,8 @@ def create_app() -> FastAPI:
                 snapshot = state.snapshot()
             except DliError as exc:
                 return page.render([], (exc,), (), user=name_of(user), query=q, store_readable=False)
-            infos = visible(user, merge_workflows(snapshot.entries, state.dli_dags(), state.running_dag_ids()))
+            infos = visible(user, merge_workflows(snapshot.entries, state.dli_dags(), state.running_dag_ids(),
+                                                  orphans=not _complete(snapshot)))
             problems = snapshot.problems if authorized(user, "GET", None) else ()
             return page.render(infos, problems, snapshot.warnings, user=name_of(user), query=q, store=snapshot.store)
 

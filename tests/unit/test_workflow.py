@@ -137,6 +137,9 @@ def test_merge_joins_entries_with_their_dags_and_shows_next_run_in_the_specs_zon
     assert code.next_run is not None and code.next_run.isoformat() == "2026-12-03T09:00:00+09:00"
     assert code.is_running and infos[1].next_run is None and not infos[2].in_airflow
     assert [i.dataset_name for i in merge_workflows(entries, dags, set(), only="c.orphan")] == ["c.orphan"]
+    # the whole store read (the control plane): a dli DAG without a spec was unregistered and is on its way out
+    assert "c.orphan" not in {i.dataset_name for i in merge_workflows(entries, dags, set(), orphans=False)}
+    assert merge_workflows(entries, dags, set(), only="c.orphan", orphans=False) == []
 
 
 def test_select_filters_by_source_status_name_and_running():

@@ -1,0 +1,21 @@
+"""The two enums every part of dli shares — where a spec comes from and what state its dataset is in — in a
+module of their own, so the client and the CLI get them without the spec models (pydantic, YAML).
+``dli_airflow.spec`` re-exports both."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class SourceType(str, Enum):
+    CODE = "code"
+    MANUAL = "manual"
+
+
+class DatasetStatus(str, Enum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    OVERRIDDEN = "overridden"
+
+
+__all__ = ["DatasetStatus", "SourceType"]
