@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from dli_airflow._api import ApiTransport, no_credentials
+from dli_airflow._api import ApiTransport, dli_error_of, no_credentials, raise_for_response
 from dli_airflow._runs import RunMethods
 from dli_airflow.errors import (
     ParameterError,
@@ -37,6 +37,7 @@ from dli_airflow.kinds import DatasetStatus, SourceType
 from dli_airflow.workflow import (
     WorkflowInfo,
     WorkflowListResult,
+    WorkflowPage,
     WorkflowRegisterResult,
     WorkflowRunResult,
     check_runnable,
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 DLI_API = "/dli/api/v1"
 #: workflows per page of the control plane's list (its largest)
 PLANE_PAGE = 1000
+
+
 
 if TYPE_CHECKING:
     from dli_airflow.registry import ScheduleOverrides
@@ -205,8 +208,10 @@ class WorkflowClient(RunMethods):
         manual specs show too (``overridden_by = code``, no next run); without it, Airflow's dli DAGs only."""
         source = parse_choice(SourceType, source_type, "--source")
         wanted = parse_choice(DatasetStatus, status, "--status")
-        if self._plane():
-            return self._list_on_the_plane(source, wanted, dataset_filter, running_only, enabled_only, limit)
+        if self._has_plane is not False:
+            listed = self._list_on_the_plane(source, wanted, dataset_filter, running_only, enabled_only, limit)
+            if listed is not None:
+                return listed
         selected = select_workflows(
             self._infos(running_only=running_only), source=source, status=wanted,
             dataset_filter=dataset_filter, running_only=running_only, enabled_only=enabled_only,
@@ -216,7 +221,9 @@ class WorkflowClient(RunMethods):
     def _list_on_the_plane(
         self, source: SourceType | None, status: DatasetStatus | None, dataset_filter: str | None,
         running_only: bool, enabled_only: bool, limit: int | None,
-    ) -> WorkflowListResult:
+    ) -> WorkflowListResult | None:
+        """The list, paged; ``None`` when this Airflow has no control plane. The first page doubles as the
+        plane's probe (no ``/health`` round trip first), and each page is validated from its bytes."""
         params: dict[str, Any] = {
             "source": source.value if source else None, "status": status.value if status else None,
             "filter": dataset_filter or None, "running": running_only or None, "enabled": enabled_only or None,
@@ -226,11 +233,18 @@ class WorkflowClient(RunMethods):
         total = 0
         while limit is None or len(found) < limit:
             size = PLANE_PAGE if limit is None else min(PLANE_PAGE, limit - len(found))
-            page = self._dli("GET", "/workflows", params={**params, "limit": size, "offset": len(found)})
-            batch = [WorkflowInfo.model_validate(w) for w in page["workflows"]]
-            total = int(page["total_entries"])
-            found.extend(batch)
-            if not batch or len(found) >= total:
+            response = self._api.request("GET", "/workflows", prefix=DLI_API, ok=(200, 404),
+                                         params={**params, "limit": size, "offset": len(found)})
+            if response.status_code == 404:
+                if dli_error_of(response) is not None:
+                    raise_for_response(response, self.url, "/workflows")
+                self._has_plane = False  # Airflow's own 404: no dli plugin in this api-server
+                return None
+            self._has_plane = True
+            page = WorkflowPage.model_validate_json(response.content)
+            total = page.total_entries
+            found.extend(page.workflows)
+            if not page.workflows or len(found) >= total:
                 break
         return WorkflowListResult(workflows=tuple(found), total_count=total)
 

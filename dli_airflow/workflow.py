@@ -82,7 +82,8 @@ RunType = Literal["adhoc", "scheduled", "backfill", "asset_triggered"]
 
 
 class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # defer_build: a model's validator is built on its first use, not at import (a command uses two or three)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class WorkflowInfo(_Result):
@@ -108,6 +109,14 @@ class WorkflowInfo(_Result):
     changed_by: Optional[str] = None
     changed_at: Optional[datetime] = None
     last_change: Optional[str] = None
+
+
+class WorkflowPage(BaseModel):
+    """One page of the control plane's ``GET /dli/api/v1/workflows``: up to 1,000 workflows, and how many
+    match in all."""
+
+    workflows: list[WorkflowInfo]
+    total_entries: int
 
 
 class WorkflowRun(_Result):
@@ -444,6 +453,7 @@ __all__ = [
     "WorkflowHistoryResult",
     "WorkflowInfo",
     "WorkflowListResult",
+    "WorkflowPage",
     "WorkflowRegisterResult",
     "WorkflowRun",
     "WorkflowRunResult",

@@ -12,12 +12,16 @@ import sys
 import traceback
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from dli_airflow.cli import dataset, dev, spec, workflow
 from dli_airflow.errors import DliError, scrub
+
+# `import httpx` also imports httpx's own command line (httpx._main: click, rich.progress, pygments; ~35 ms of
+# every `dli workflow` command) whenever click is installed. The dli process never runs it: httpx then
+# defines its stub `httpx.main`, exactly as where click is absent.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
 
 _state: dict[str, bool] = {"verbose": False}
 
@@ -66,7 +70,7 @@ class _BoundaryGroup(TyperGroup):
     """The root group, the CLI's one error boundary: a DliError anywhere below it becomes one line on stderr
     and exit code 1; Ctrl-C becomes "cancelled" and exit code 130; anything else one line and exit 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DliError as exc:
@@ -75,8 +79,8 @@ class _BoundaryGroup(TyperGroup):
         except KeyboardInterrupt:
             _console().print("cancelled")
             raise typer.Exit(code=EXIT_INTERRUPTED) from None
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
-            raise  # the normal ends of a command, and click's own usage errors
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # the normal ends of a command, and its usage errors (typer prints those, exit 2)
         except Exception as exc:  # the boundary: no input may end in a traceback
             print_unexpected(exc)
             raise typer.Exit(code=1) from None

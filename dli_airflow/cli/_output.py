@@ -63,6 +63,12 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=_default, ensure_ascii=False))
 
 
+def print_model(model: Any) -> None:
+    """A result model as indented JSON, serialised by pydantic's core (``json.dumps(indent=2)`` is the pure
+    Python encoder: 40 ms for a list of 1,000 workflows)."""
+    typer.echo(model.model_dump_json(indent=2))
+
+
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table

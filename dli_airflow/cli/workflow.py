@@ -21,6 +21,7 @@ from dli_airflow.cli._output import (
     new_app,
     parse_params,
     print_json,
+    print_model,
     print_table,
 )
 
@@ -67,7 +68,7 @@ def _fmt_zoned(value: Optional[datetime], zone: Optional[str]) -> str:
 
 def _echo_result(result: Any, fmt: OutputFormat) -> None:
     if fmt is OutputFormat.json:
-        print_json(result.model_dump(mode="json"))
+        print_model(result)
     else:
         typer.echo(result.message)
 
@@ -86,7 +87,7 @@ def run(
         result = client.run(name, parse_params(param), dry_run=dry_run, source_type=source)
         if dry_run:
             if fmt is OutputFormat.json:
-                print_json(result.model_dump(mode="json"))
+                print_model(result)
             else:
                 for statement in result.rendered_sql:
                     typer.echo(statement + ";\n")
@@ -147,7 +148,7 @@ def backfill(
         result = client.backfill(name, start, end, parse_params(param), dry_run=dry_run, source_type=source)
         if dry_run or not wait:
             if fmt is OutputFormat.json:
-                print_json(result.model_dump(mode="json"))
+                print_model(result)
             else:
                 typer.echo(result.message)
                 if dry_run:
@@ -244,7 +245,7 @@ def list_workflows(
             enabled_only=enabled_only, limit=limit,
         )
     if fmt is OutputFormat.json:
-        print_json(result.model_dump(mode="json"))
+        print_model(result)
         return
     rows = []
     for info in result.workflows:
@@ -273,7 +274,7 @@ def history(
             limit=limit, include_dataset_info=show_dataset_info,
         )
     if fmt is OutputFormat.json:
-        print_json(result.model_dump(mode="json"))
+        print_model(result)
         return
     columns = ["RUN ID", "DATASET", "STATUS", "TYPE", "STARTED", "DURATION"]
     if show_dataset_info:
@@ -324,7 +325,7 @@ def get(
     if info is None:
         raise WorkflowNotFoundError(f"Workflow {name!r} is neither in Airflow nor in the spec store")
     if fmt is OutputFormat.json:
-        print_json(info.model_dump(mode="json"))
+        print_model(info)
         return
     data = info.model_dump(mode="json")
     for key, value in data.items():
@@ -344,7 +345,7 @@ def logs(
     with _client() as client:
         result = client.logs(run_id, task_id, try_number, dataset=dataset)
     if fmt is OutputFormat.json:
-        print_json(result.model_dump(mode="json"))
+        print_model(result)
     else:
         for line in result.lines:
             typer.echo(line)
@@ -383,7 +384,7 @@ def register(
                 raise typer.Exit(code=1) from None
             result = client.register(spec_path, force=True, **kwargs)
     if fmt is OutputFormat.json:
-        print_json(result.model_dump(mode="json"))
+        print_model(result)
     else:
         state = result.workflow_info.status.value
         typer.echo(f"Registered {result.workflow_info.dataset_name} (manual, {state}) as {result.spec_path}")
@@ -404,7 +405,7 @@ def update(
         result = client.update(name, cron=cron, timezone=timezone, enabled=enabled,
                                retry_max_attempts=retry_max_attempts, retry_delay_seconds=retry_delay_seconds)
     if fmt is OutputFormat.json:
-        print_json(result.model_dump(mode="json"))
+        print_model(result)
         return
     info = result.workflow_info
     schedule = f"{info.cron} {info.timezone or 'UTC'}" if info.cron else "no schedule"

@@ -8,12 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dli_airflow._yaml import MAX_SPEC_BYTES
 from dli_airflow.store import MAX_SQL_BYTES
-from dli_airflow.workflow import WorkflowInfo
-
-
-class WorkflowPage(BaseModel):
-    workflows: list[WorkflowInfo]
-    total_entries: int
+from dli_airflow.workflow import WorkflowInfo, WorkflowPage
 
 
 class WorkflowCopies(BaseModel):

@@ -249,3 +249,66 @@ def test_the_client_lists_through_the_control_plane_page_by_page_when_airflow_ha
              if r.url.path == "/dli/api/v1/workflows"]
     assert pages == [("0", "1000", "code"), ("1000", "1000", "code"), ("2000", "1000", "code")]
     assert len(client.list_workflows(limit=3).workflows) == 3
+
+
+def test_a_list_asks_the_control_plane_directly_and_falls_back_on_airflows_own_404(server):
+    """No ``/health`` round trip before a list: the first page is the probe. Airflow's own 404 (no plugin)
+    means the REST API alone; a 404 carrying a DLI error is that error, not a missing plane."""
+    from dli_airflow.client import WorkflowClient
+
+    seen: list[str] = []
+    dags = [{"dag_id": "ds_a", "is_paused": False, "tags": [{"name": "dli"}, {"name": "dli:code"}],
+             "timetable_summary": None, "next_dagrun_logical_date": None, "owners": ["o"], "is_stale": False}]
+
+    def without_plane(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path.startswith("/dli/"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        if request.url.path == "/api/v2/dags":
+            return httpx.Response(200, json={"dags": dags, "total_entries": 1})
+        return httpx.Response(200, json={"dag_runs": [], "total_entries": 0})
+
+    client = WorkflowClient(URL, token="t", transport=httpx.MockTransport(without_plane))
+    listed = client.list_workflows()
+    assert [w.dataset_name for w in listed.workflows] == ["ds_a"]
+    assert seen[0] == "/dli/api/v1/workflows" and "/dli/api/v1/health" not in seen
+    seen.clear()
+    client.list_workflows()
+    assert not any(p.startswith("/dli/") for p in seen)  # asked once per client
+
+    def plane_error(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"code": "DLI-800", "message": "no such thing", "hint": "h"})
+
+    from dli_airflow.errors import WorkflowNotFoundError
+
+    with pytest.raises(WorkflowNotFoundError, match="no such thing"):
+        WorkflowClient(URL, token="t", transport=httpx.MockTransport(plane_error)).list_workflows()
+
+
+@pytest.mark.parametrize(
+    ("url", "verify", "env", "kind"),
+    [
+        ("http://airflow.test", True, {}, "empty-context"),
+        ("HTTP://airflow.test", True, {}, "empty-context"),
+        ("https://airflow.test", True, {}, True),
+        ("http://airflow.test", False, {}, False),
+        ("http://airflow.test", "/etc/ca.pem", {}, "/etc/ca.pem"),
+        ("http://airflow.test", True, {"HTTP_PROXY": "https://proxy:3128"}, True),
+        ("http://airflow.test", True, {"all_proxy": "http://proxy:3128"}, True),
+    ],
+)
+def test_a_plain_http_client_loads_no_ca_and_still_refuses_unverified_tls(monkeypatch, url, verify, env, kind):
+    import ssl
+
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    chosen = _api.tls_verify(url, verify)
+    if kind != "empty-context":
+        assert chosen == kind
+        return
+    assert isinstance(chosen, ssl.SSLContext)
+    # verifying, with no CA: any TLS it were asked to make would be refused, never made unverified
+    assert chosen.verify_mode == ssl.CERT_REQUIRED and chosen.check_hostname
+    assert chosen.cert_store_stats()["x509_ca"] == 0

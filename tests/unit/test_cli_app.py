@@ -95,6 +95,22 @@ def test_bad_options_are_dli_errors(runner: CliRunner, examples_store: Path, arg
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["workflow", "list", "--bogus"], "No such option: --bogus"),
+        (["workflow", "run"], "Missing argument"),
+        (["workflow", "list", "--limit", "0"], "--limit"),
+        (["spec", "nosuchcommand"], "No such command"),
+    ],
+)
+def test_usage_errors_are_typers_usage_message_with_exit_2_not_a_bug_report(runner: CliRunner, args, text) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert text in result.output and "Usage:" in result.output
+    assert "unexpected" not in result.output and "report it" not in result.output
+
+
 @pytest.mark.hostile(kind="cli-and-secrets")
 def test_verbose_tracebacks_never_show_a_credentialed_endpoint(dli_command: list[str], tmp_path: Path) -> None:
     """botocore puts the endpoint URL, user info included, into its exception: -v must not print it."""
