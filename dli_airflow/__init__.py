@@ -49,7 +49,8 @@ _LAZY: dict[str, str] = {
         name: "dli_airflow.errors"
         for name in (
             "ConfigError", "DatasetNotFoundError", "DevError", "DliError", "ExecutionError",
-            "ExecutionPermissionError", "ExecutionTimeoutError", "ParameterError", "Problem", "ServerAuthError",
+            "ExecutionPermissionError", "ExecutionTimeoutError", "ParameterError", "Problem",
+            "ReleaseConflictError", "ServerAuthError",
             "ServerExecutionError", "ServerUnreachableError", "SpecConflictError", "SpecFileNotFoundError",
             "SpecSyntaxError", "SpecValidationError", "SqlExecutionError", "StoreNotFoundError",
             "StoreUnavailableError", "TemplateError", "TranspileError", "WorkflowExecutionError",
@@ -75,6 +76,7 @@ __all__ = [
     "ParameterError",
     "ParameterSpec",
     "Problem",
+    "ReleaseConflictError",
     "RetrySpec",
     "RunStatus",
     "ScheduleSpec",
@@ -143,6 +145,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         ExecutionTimeoutError,
         ParameterError,
         Problem,
+        ReleaseConflictError,
         ServerAuthError,
         ServerExecutionError,
         ServerUnreachableError,

@@ -13,6 +13,11 @@ would not survive; the resolved :class:`~dli_airflow.catalog.StoreSnapshot` is p
 - one unreadable file or folder (permissions, a FIFO, a dangling link, too large): the store is resolved
   with the last good snapshot at hand, and the datasets it had there keep running from it
   (:func:`dli_airflow.catalog.resolve`'s ``last_good``).
+
+A store published by ``dli spec publish`` has a release index (:mod:`dli_airflow.release`): ``code/`` is then
+not listed but read from the index, kept in ``release-<key>.pickle`` and asked for again conditionally
+(unchanged: HTTP 304), and a cold reader gets the release's files from its bundle in one GET. A worker
+building one DAG (``only``) reads the index and that dataset's files, and caches its own snapshot.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from dli_airflow.catalog import (
     shard_snapshot,
 )
 from dli_airflow.errors import StoreNotFoundError, StoreUnavailableError
+from dli_airflow.release import Release, ReleaseStore, open_release
 from dli_airflow.spec import SourceType
 from dli_airflow.store import SpecStore, StoreFile
 
@@ -68,6 +74,25 @@ def objects_path(store_url: str, cache_dir: Path | None = None) -> Path:
     from dli_airflow import config
 
     return (cache_dir or config.cache_dir()) / f"objects-{_key(store_url)}.pickle"
+
+
+def release_path(store_url: str, cache_dir: Path | None = None) -> Path:
+    """The file holding the last release index read of ``store_url``."""
+    from dli_airflow import config
+
+    return (cache_dir or config.cache_dir()) / f"release-{_key(store_url)}.pickle"
+
+
+def dataset_path(store_url: str, name: str, cache_dir: Path | None = None) -> Path:
+    """The snapshot a worker building only dataset ``name`` keeps (its entry and nothing else)."""
+    return cache_path(store_url, cache_dir).with_name(
+        f"snapshot-{_key(store_url)}-dag-{hashlib.sha256(name.encode()).hexdigest()[:16]}.pickle"
+    )
+
+
+def _read_release(path: Path) -> Release | None:
+    loaded = _load(path)
+    return loaded if isinstance(loaded, Release) else None
 
 
 class _Signature(NamedTuple):
@@ -153,13 +178,24 @@ def _when(path: Path) -> str:
 
 
 def _last_good(
-    url: str, exc: StoreNotFoundError | StoreUnavailableError, cache_dir: Path | None, fallback: bool
+    url: str,
+    exc: StoreNotFoundError | StoreUnavailableError,
+    cache_dir: Path | None,
+    fallback: bool,
+    first: Path | None = None,
 ) -> StoreSnapshot:
-    """The last good snapshot of ``url`` after ``exc``, with one warning; or ``exc`` when there is none."""
+    """The last good snapshot of ``url`` after ``exc``, with one warning; or ``exc`` when there is none.
+
+    :param first: a cache file to try before the whole store's (a worker's own, for one dataset)
+    """
     if not fallback:
         raise exc
     path = cache_path(url, cache_dir)
-    cached = _read(path)
+    cached = _read(first) if first is not None else None
+    if cached is not None and first is not None:
+        path = first
+    else:
+        cached = _read(path)
     if cached is None:
         if isinstance(exc, StoreUnavailableError):
             raise StoreUnavailableError(
@@ -183,6 +219,7 @@ def load_snapshot(
     cache_dir: Path | None = None,
     fallback: bool = True,
     shard: tuple[int, int] | None = None,
+    only: str | None = None,
 ) -> StoreSnapshot:
     """The store's resolved snapshot: from the cache when the listing is unchanged, else a fresh resolve.
 
@@ -193,6 +230,9 @@ def load_snapshot(
     :param shard: ``(i, K)``: the caller builds only shard ``i`` of ``K`` (a sharded DAG file). An unchanged
         store is then served from that shard's own cache file (its entries only), so each of K parses
         unpickles a K-th of the store; the result may still hold other shards' entries (filter by name).
+    :param only: the caller builds only this dataset's DAG (a worker: Airflow's parsing context names it).
+        With a release index the result holds that dataset and no other (what it costs: the index, the
+        dataset's files; ``manual/`` only when the release does not hold it); without one, the whole store.
     :raises StoreUnavailableError: the store cannot be read and there is no last good copy (or no fallback)
     """
     if isinstance(store, SpecStore):
@@ -208,7 +248,20 @@ def load_snapshot(
     remote = spec_store.remote
     spec_store.set_deadline(READ_BUDGET_SECONDS)
     known: Objects | None = None
+    own: Path | None = None  # a worker's own cache file, for one dataset
     try:
+        release_file = release_path(spec_store.url, cache_dir)
+        opened = open_release(spec_store, _read_release(release_file), only=only)
+        if opened.changed:
+            if opened.release is None:
+                with contextlib.suppress(OSError):
+                    release_file.unlink()
+            else:
+                _dump(release_file, opened.release)
+        if isinstance(opened.store, ReleaseStore) and only is not None:
+            own = dataset_path(spec_store.url, only, cache_dir)
+            return _load_one(opened.store, own, cache_dir)
+        spec_store = opened.store
         listed = list_store(spec_store)
         signature = _signature(listed)
         path = cache_path(spec_store.url, cache_dir)
@@ -240,7 +293,7 @@ def load_snapshot(
         if remote and known:
             # a first load of a big store may not fit in one parse's budget: keep what was read
             _dump(objects_file, known)
-        return _last_good(spec_store.url, exc, cache_dir, fallback)
+        return _last_good(spec_store.url, exc, cache_dir, fallback, own)
     finally:
         spec_store.set_deadline(None)
     if remote:
@@ -251,4 +304,16 @@ def load_snapshot(
     return snapshot
 
 
-__all__ = ["cache_path", "load_snapshot", "objects_path"]
+def _load_one(store: ReleaseStore, path: Path, cache_dir: Path | None) -> StoreSnapshot:
+    """The snapshot of one dataset of a release (a worker's): its own cache file, else its files read."""
+    listed = list_store(store)
+    signature = _signature(listed)
+    cached = _read(path)
+    if cached is not None and cached.signature == signature:
+        return cached.snapshot
+    snapshot, _ = resolve_fetching(store, listed, {}, last_good=cached.snapshot if cached is not None else None)
+    _write(path, signature, snapshot)
+    return snapshot
+
+
+__all__ = ["cache_path", "dataset_path", "load_snapshot", "objects_path", "release_path"]

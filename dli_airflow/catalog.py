@@ -531,8 +531,11 @@ def scan(store: SpecStore | str | os.PathLike[str] | None = None) -> StoreSnapsh
 
     :param store: a store, a folder, an ``s3://`` URL, or ``None`` for ``[dli] spec_store``
     """
+    from dli_airflow.release import open_release
+
     if not isinstance(store, SpecStore):
         store = open_store(store)
+    store = open_release(store).store  # a published store: code/ as its release index names it
     return resolve_fetching(store, list_store(store))[0]
 
 

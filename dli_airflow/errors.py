@@ -251,6 +251,14 @@ class WorkflowPermissionError(DliError):
     code = "DLI-803"
 
 
+class ReleaseConflictError(DliError):
+    """Another ``dli spec publish`` switched the store's release while this one was uploading."""
+
+    code = "DLI-804"
+    hint = ("nothing of this release was switched on: run `dli spec publish` again (it plans against the new "
+            "release), and run one publish per store at a time (a CI concurrency group)")
+
+
 def parse_choice(enum: type[_E], value: object, option: str) -> _E | None:
     """``value`` as a member of ``enum`` (by value, case-insensitively), ``None`` for no value.
 

@@ -223,13 +223,15 @@ def build_dags(
     _check_shard(shard, shards)
     errors_id = errors_dag_id(shard)
     given_snapshot = snapshot is not None
+    wanted = get_parsing_context().dag_id
     if snapshot is None:
+        # a worker (the parsing context names its DAG) of a published store reads only that dataset
+        only = wanted if wanted is not None and wanted not in (errors_id, SYNC_DAG_ID) else None
         try:
-            snapshot = load_snapshot(store, shard=(shard, shards) if shards > 1 else None)
+            snapshot = load_snapshot(store, shard=(shard, shards) if shards > 1 else None, only=only)
         except DliError as exc:
             log.error("dli: cannot read the spec store: [%s] %s", exc.code, exc.render())
             return {errors_id: build_errors_dag([exc], store or "(default)", errors_id)}
-    wanted = get_parsing_context().dag_id
     dags: dict[str, DAG] = {}
     # the store's own problems belong to shard 0; a shard adds the datasets it failed to build
     problems: list[DliError] = list(snapshot.problems) if shard == 0 else []

@@ -35,7 +35,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dli_airflow.errors import ConfigError, DliError, StoreUnavailableError, WorkflowRegistrationError
 from dli_airflow.spec import SourceType
-from dli_airflow.store import ManualFile, SpecStore, StoreFile, conflict, file_error, read_limit, too_large
+from dli_airflow.store import (
+    UNCHANGED,
+    ManualFile,
+    SpecStore,
+    StoreFile,
+    conflict,
+    file_error,
+    read_limit,
+    too_large,
+)
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -309,8 +318,15 @@ class S3Store(SpecStore):
             raise file_error(path, self.display(path), "does not exist")
         return got.data
 
-    def _get(self, path: str, *, missing_ok: bool = False) -> ManualFile | None:
-        """The object's bytes and ETag; at most :func:`~dli_airflow.store.read_limit` + 1 bytes are transferred."""
+    def read_if_changed(self, path: str, version: str | None) -> ManualFile | None:
+        """One ``GetObject`` with ``If-None-Match: <version>``: an unchanged object is a 304, no transfer."""
+        return self._get(path, missing_ok=True, unless=version)
+
+    def _get(self, path: str, *, missing_ok: bool = False, unless: str | None = None) -> ManualFile | None:
+        """The object's bytes and ETag; at most :func:`~dli_airflow.store.read_limit` + 1 bytes are transferred.
+
+        :param unless: an ETag: if the object still has it, :data:`~dli_airflow.store.UNCHANGED` (HTTP 304)
+        """
         self._check_deadline()
         limit = read_limit(path)
         shown = self.display(path)
@@ -320,9 +336,13 @@ class S3Store(SpecStore):
         try:
             try:
                 # an empty object has no byte 0 (416 InvalidRange): asked for without a range
-                ranged = {"Range": f"bytes=0-{limit}"} if size != 0 else {}
+                ranged: dict[str, str] = {"Range": f"bytes=0-{limit}"} if size != 0 else {}
+                if unless:
+                    ranged["IfNoneMatch"] = f'"{unless}"'
                 response = self.client.get_object(Bucket=self.bucket, Key=self.key(path), **ranged)
             except Exception as exc:
+                if unless and _refused(exc, (304,)):
+                    return UNCHANGED
                 if _error_code(exc) != "InvalidRange":
                     raise
                 response = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
@@ -379,10 +399,13 @@ class S3Store(SpecStore):
         return out
 
     # -- writes (only through SpecStore's *_manual methods: the manual/ guard) -------------------------
-    def conditional_writes(self) -> Conditional:
+    def conditional_writes(self, where: str = f"{SourceType.MANUAL.value}/") -> Conditional:
         """Which conditional requests this server honours, probed once per process and store.
 
-        The probe writes a hidden object ``manual/.dli-probe-<random>`` (listings skip it), tries to create
+        :param where: the folder the probe writes in (``manual/``; ``dli spec publish``, whose credentials
+            may write only ``code/*``, probes in ``code/.dli/``)
+
+        The probe writes a hidden object ``<where>.dli-probe-<random>`` (listings skip it), tries to create
         it again (``If-None-Match: *``), to overwrite it with an ETag it does not have (``If-Match``) and to
         delete it with that ETag, then removes it. A server that accepts any of those ignores the header.
         """
@@ -390,11 +413,11 @@ class S3Store(SpecStore):
         with _PROBE_LOCK:
             known = _PROBED.get(probed_key)
             if known is None:
-                known = _PROBED[probed_key] = self._probe()
+                known = _PROBED[probed_key] = self._probe(where)
         return known
 
-    def _probe(self) -> Conditional:
-        key = self.key(f"{SourceType.MANUAL.value}/.dli-probe-{secrets.token_hex(8)}")
+    def _probe(self, where: str) -> Conditional:
+        key = self.key(f"{where}.dli-probe-{secrets.token_hex(8)}")
         put = self.client.put_object
         try:
             etag = put(Bucket=self.bucket, Key=key, Body=b"dli probe", IfNoneMatch="*")["ETag"]

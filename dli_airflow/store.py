@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import posixpath
 import secrets
@@ -54,6 +55,10 @@ WRITE_LOCK_SECONDS = 10.0
 WRITE_LOCK = ".dli-write.lock"
 #: Mode of the files dli writes (the process umask still applies): readable by a dag-processor of another user.
 FILE_MODE = 0o644
+#: Where ``dli spec publish`` keeps a release's index and bundles (hidden: listings skip it).
+RELEASE_DIR = "code/.dli/"
+#: A release index or bundle larger than this is refused (10,000 specs with their SQL bundle to ~10 MB).
+MAX_RELEASE_BYTES = 256 * 1024 * 1024
 
 _KINDS = {
     stat.S_IFIFO: "a FIFO (named pipe)",
@@ -85,8 +90,15 @@ class ManualFile(NamedTuple):
     version: str
 
 
+#: What :meth:`SpecStore.read_if_changed` answers for a file still at the version the caller has.
+UNCHANGED = ManualFile(b"", "")
+
+
 def read_limit(path: str) -> int:
-    """The most bytes read of ``path``: :data:`MAX_SPEC_BYTES` for a spec file, :data:`MAX_SQL_BYTES` for others."""
+    """The most bytes read of ``path``: :data:`MAX_SPEC_BYTES` for a spec file, :data:`MAX_RELEASE_BYTES` for a
+    release's index or bundle, :data:`MAX_SQL_BYTES` for others."""
+    if path.startswith(RELEASE_DIR):
+        return MAX_RELEASE_BYTES
     return MAX_SPEC_BYTES if path.endswith(SPEC_SUFFIXES) else MAX_SQL_BYTES
 
 
@@ -154,6 +166,16 @@ class SpecStore(ABC):
 
     def set_deadline(self, seconds: float | None) -> None:
         """Refuse to start requests ``seconds`` from now (None: no deadline). A local store needs none."""
+
+    def read_if_changed(self, path: str, version: str | None) -> ManualFile | None:
+        """One file with its version, unless it is still at ``version``: then :data:`UNCHANGED` (a remote
+        store asks conditionally, so an unchanged file costs a round trip and no transfer).
+
+        :returns: the file, :data:`UNCHANGED`, or ``None`` when it does not exist
+        """
+        data = self.read_bytes(path)
+        current = hashlib.sha256(data).hexdigest()
+        return UNCHANGED if current == version else ManualFile(data, current)
 
     def display(self, path: str) -> str:
         """A file's name as users see it in messages."""
@@ -315,8 +337,20 @@ class LocalStore(SpecStore):
             raise StoreNotFoundError(f"The spec store {self.url} is not a folder (it should hold code/ and manual/)")
         self._real_root = self.root.resolve()
 
+    def _folder(self, prefix: SourceType) -> Path:
+        """The folder holding ``prefix/``."""
+        return self.root / prefix.value
+
+    def _store_path(self, full: str) -> str:
+        """The store path (``code/a.yaml``) of a file under one of the prefix folders."""
+        return Path(full).relative_to(self.root).as_posix()
+
+    def _file(self, path: str) -> Path:
+        """The file of a store path."""
+        return self.root / path
+
     def list_files(self, prefix: SourceType) -> list[StoreFile]:
-        base = os.path.join(self.root, prefix.value)
+        base = str(self._folder(prefix))
         try:
             if not stat.S_ISDIR(os.stat(base).st_mode):
                 return []
@@ -325,9 +359,7 @@ class LocalStore(SpecStore):
         except OSError as exc:
             raise StoreUnavailableError(f"Cannot list the spec store {self.url}: {prefix.value}/: {exc.strerror}") from None
         files: list[StoreFile] = []
-
-        def rel(full: str) -> str:
-            return Path(full).relative_to(self.root).as_posix()
+        rel = self._store_path
 
         def unreadable(exc: OSError) -> None:
             # os.walk skips a folder it cannot list: report it, the files it may hold are unknown, not absent
@@ -359,7 +391,7 @@ class LocalStore(SpecStore):
         return files
 
     def read_bytes(self, path: str) -> bytes:
-        full = self.root / path
+        full = self._file(path)
         resolved = full.resolve()
         if not resolved.is_relative_to(self._real_root):
             raise SpecValidationError(
@@ -368,6 +400,11 @@ class LocalStore(SpecStore):
             )
         # opened by its own path (a link inside the store is fine), so a dangling link is reported as one
         return read_regular(str(full), path, self.display(path))[0]
+
+    def read_if_changed(self, path: str, version: str | None) -> ManualFile | None:
+        if not os.path.lexists(self._file(path)):
+            return None
+        return super().read_if_changed(path, version)
 
     # -- writes ----------------------------------------------------------------------------------------
     def _check_inside_manual(self, path: str, folder: Path) -> None:
@@ -538,28 +575,15 @@ class SingleFileStore(SpecStore):
         return []
 
     read_bytes = LocalStore.read_bytes
+    _file = LocalStore._file
 
     def display(self, path: str) -> str:
         return path if str(self.root) in {"", "."} else str(self.root / path)
 
 
 __all__ = [
-    "FILE_MODE",
-    "MAX_SPEC_BYTES",
-    "MAX_SQL_BYTES",
-    "PREFIXES",
-    "SPEC_SUFFIXES",
-    "LocalStore",
-    "ManualFile",
-    "SingleFileStore",
-    "SpecStore",
-    "StoreFile",
-    "conflict",
-    "file_error",
-    "is_store_root",
-    "iter_spec_files",
-    "manual_path",
-    "read_limit",
-    "read_regular",
+    "FILE_MODE", "MAX_RELEASE_BYTES", "MAX_SPEC_BYTES", "MAX_SQL_BYTES", "RELEASE_DIR", "PREFIXES",
+    "SPEC_SUFFIXES", "LocalStore", "ManualFile", "SingleFileStore", "SpecStore", "StoreFile", "UNCHANGED",
+    "conflict", "file_error", "is_store_root", "iter_spec_files", "manual_path", "read_limit", "read_regular",
     "too_large",
 ]

@@ -170,7 +170,8 @@ def test_spec_validate_runs_without_airflow(tmp_path) -> None:  # noqa: ANN001
 PUBLIC = [
     "ConfigError", "DatasetNotFoundError", "DatasetNotifier", "DatasetQueryOperator", "DatasetSpec",
     "DatasetStatus", "DevError", "DliError", "ExecutionError", "ExecutionPermissionError", "ExecutionTimeoutError",
-    "NotificationSpec", "ParameterError", "ParameterSpec", "Problem", "RetrySpec", "RunStatus", "ScheduleSpec",
+    "NotificationSpec", "ParameterError", "ParameterSpec", "Problem", "ReleaseConflictError", "RetrySpec",
+    "RunStatus", "ScheduleSpec",
     "ServerAuthError", "ServerExecutionError", "ServerUnreachableError", "SourceType", "SpecConflictError",
     "SpecEntry", "SpecFileNotFoundError", "SpecSyntaxError", "SpecValidationError", "SqlExecutionError",
     "StoreNotFoundError", "StoreSnapshot", "StoreUnavailableError", "TaskLog", "TaskRun", "TemplateError",
