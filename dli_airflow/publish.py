@@ -20,7 +20,8 @@ import os
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -298,20 +299,19 @@ def apply(plan: Plan, store: SpecStore, writer: ReleaseWriter | None = None) -> 
     index = plan.index
     if plan.up_to_date:
         return Published(index.release, (), (), (), time.monotonic() - started)
-    upload = [*plan.added, *plan.changed]
-    # SQL before the specs naming it; a reader still on the old index checks every file's hash anyway
-    order = sorted(upload, key=lambda p: (p.endswith(SPEC_SUFFIXES), p))
-    for path in order:
-        writer.put(path, plan.files[path])
+    upload = sorted([*plan.added, *plan.changed])
+    # all SQL before any spec naming it; a reader still on the old index checks every file's hash anyway
+    sql = [p for p in upload if not p.endswith(SPEC_SUFFIXES)]
+    specs = [p for p in upload if p.endswith(SPEC_SUFFIXES)]
+    for batch in (sql, specs):
+        writer.put_many([(path, plan.files[path]) for path in batch])
     writer.put(index.bundle, encode_bundle(plan.files), create=True)
     writer.switch(index.to_bytes(), plan.current.version if plan.current else None)
-    for path in plan.removed:
-        writer.delete(path)
+    writer.delete_many(plan.removed)
     keep = {index.bundle, *index.kept}
     stale = [key for key, age in writer.bundles() if key not in keep and age > BUNDLE_GRACE_SECONDS]
-    for key in stale:
-        writer.delete(key)
-    return Published(index.release, tuple(order), plan.removed, tuple(stale), time.monotonic() - started)
+    writer.delete_many(stale)
+    return Published(index.release, (*sql, *specs), plan.removed, tuple(stale), time.monotonic() - started)
 
 
 def code_path(path: str) -> str:
@@ -345,6 +345,25 @@ class ReleaseWriter(ABC):
     @abstractmethod
     def bundles(self) -> list[tuple[str, float]]:
         """Every bundle of the store with its age in seconds."""
+
+    #: parallel writes of :meth:`put_many` / :meth:`delete_many` (1: one after the other)
+    concurrency = 1
+
+    def put_many(self, files: list[tuple[str, bytes]]) -> None:
+        """Write several files (all of them before returning; the first failure is raised)."""
+        self._each(lambda item: self.put(*item), files)
+
+    def delete_many(self, paths: Iterable[str]) -> None:
+        self._each(self.delete, list(paths))
+
+    def _each(self, call: Callable[[Any], None], items: list[Any]) -> None:
+        if self.concurrency <= 1 or len(items) <= 1:
+            for item in items:
+                call(item)
+            return
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="dli-publish") as pool:
+            for future in [pool.submit(call, item) for item in items]:
+                future.result()
 
 
 def writer_for(store: SpecStore) -> ReleaseWriter:
@@ -444,11 +463,14 @@ class LocalReleaseWriter(ReleaseWriter):
 
 
 class S3ReleaseWriter(ReleaseWriter):
-    """An S3 store: ``PutObject`` per file; the switch is ``PutObject`` with ``If-Match`` (or
+    """An S3 store: ``PutObject`` per file, 32 at a time; the switch is ``PutObject`` with ``If-Match`` (or
     ``If-None-Match: *`` for a first release), probed once like registration's writes, in ``code/.dli/``."""
 
     def __init__(self, store: Any) -> None:
+        from dli_airflow.s3store import MAX_CONCURRENCY
+
         self.store = store
+        self.concurrency = MAX_CONCURRENCY
 
     def _call(self, action: str, path: str, call: Any) -> Any:
         try:

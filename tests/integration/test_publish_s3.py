@@ -86,8 +86,9 @@ def test_readers_of_a_published_store_pay_o1_requests(tmp_path, store_url, s3_pr
     # SQL before specs, then the bundle, then the index: the switch is the last write
     puts = [k[len(PREFIX):] for k in keys if ".dli-probe" not in k]
     assert puts[-1] == INDEX_PATH and puts[-2].startswith(BUNDLE_DIR)
-    first_spec = next(i for i, k in enumerate(puts) if k.endswith(".yaml"))
-    assert all(k.endswith(".sql") for k in puts[:first_spec]) and len(puts) == 62
+    sql_at = [i for i, k in enumerate(puts) if k.endswith(".sql")]
+    spec_at = [i for i, k in enumerate(puts) if k.endswith(".yaml")]
+    assert len(sql_at) == len(spec_at) == 30 and max(sql_at) < min(spec_at) and len(puts) == 62
 
     # a cold dag-processor: the index, the bundle, the manual/ listing and the two manual specs
     s3_proxy.reset()

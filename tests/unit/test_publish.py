@@ -390,3 +390,22 @@ def test_worker_reads_only_its_dataset(src: Path, store: Path, tmp_path: Path) -
     manual = load_snapshot(Counting(store), cache_dir=tmp_path / "w", only="reports.adhoc")
     assert "reports.adhoc" in {e.name for e in manual.active} and "LIST manual" in reads
     assert not any(r.startswith("code/") for r in reads[1:])
+
+
+def test_a_manual_prefix_ci_cannot_read_is_a_warning_not_a_failure(src: Path, store: Path) -> None:
+    from unittest import mock
+
+    target = open_store(store)
+    real = target.list_files
+
+    def denied(prefix):  # a fault: CI's credentials without read access to manual/
+        if prefix.value == "manual":
+            raise StoreUnavailableError(f"Cannot list the spec store {target.url}: access denied (AccessDenied)")
+        return real(prefix)
+
+    with mock.patch.object(target, "list_files", side_effect=denied):
+        plan = releases.plan(src, target)
+    assert plan.ok and plan.overridden == () and "manual/ cannot be read" in plan.warnings[0]
+    releases.apply(plan, target)
+    result = CliRunner().invoke(app, ["spec", "publish", str(src), "--store", str(store)])
+    assert result.exit_code == 0 and "already the release" in result.stdout
