@@ -294,7 +294,7 @@ START = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 def _asset(name):
-    return Asset(name=name, uri=f"dli://dataset/{name}", group="dli")
+    return Asset(name=name, uri=f"x-dli://dataset/{name}", group="dli")
 
 
 def _schedule(row):
@@ -385,7 +385,7 @@ def _typed(path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def _df_asset(name: str) -> dict[str, Any]:
-    return _typed("airflow.sdk.Asset", name=name, uri=f"dli://dataset/{name}", group="dli")
+    return _typed("airflow.sdk.Asset", name=name, uri=f"x-dli://dataset/{name}", group="dli")
 
 
 def _df_schedule(row: dict[str, Any]) -> Any:

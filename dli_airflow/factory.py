@@ -40,7 +40,7 @@ GLOBALS_PREFIX = "dli_dag_"
 
 def asset_for(name: str) -> Asset:
     """The Airflow asset of a dataset (its DAG's outlet; what ``depends_on`` schedules on)."""
-    return Asset(name=name, uri=f"dli://dataset/{name}", group="dli")
+    return Asset(name=name, uri=f"x-dli://dataset/{name}", group="dli")
 
 
 def param_for(param: ParameterSpec) -> Param:
