@@ -53,3 +53,18 @@ def test_the_mounted_dags_folder_holds_exactly_the_packaged_dag_file():
     folder = ROOT / services["airflow-scheduler"]["build"]["context"] / source
     assert sorted(p.name for p in folder.glob("*.py")) == ["dli_datasets.py"]
     assert not (folder / "__init__.py").exists()
+
+
+def test_dli_sync_has_its_airflow_api_connection_and_the_image_installs_the_tested_pins():
+    import json
+
+    services = _compose()["services"]
+    for name in AIRFLOW_SERVICES:
+        conn = json.loads(services[name]["environment"]["AIRFLOW_CONN_DLI_AIRFLOW_API"].replace(
+            "${DLI_ADMIN_PASSWORD:-admin}", "admin"))
+        assert conn["host"] == "http://airflow-apiserver:8080" and conn["login"] == "admin", name
+    dockerfile = services["airflow-worker"]["build"]["dockerfile_inline"]
+    assert "-c /opt/dli-airflow/constraints.txt" in dockerfile and "celery" in dockerfile
+    pins = (ROOT / "constraints.txt").read_text()
+    celery = next(line for line in pins.splitlines() if line.startswith("celery=="))
+    assert tuple(int(x) for x in celery.split("==")[1].split(".")[:2]) < (5, 7)
