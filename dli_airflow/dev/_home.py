@@ -292,5 +292,10 @@ def _airflow_env(
         }
     )
     env.update(extra_env or {})
+    if not env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        # another database (PostgreSQL for the Celery tier): SQLite's connect arguments would break it
+        for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+            if key not in (extra_env or {}):
+                env.pop(key, None)
     env[RUN_ID_ENV] = run_id
     return env
