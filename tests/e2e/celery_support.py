@@ -83,13 +83,21 @@ class Postgres:
 
     def start(self) -> Postgres:
         bin_dir = _pg_bin()
-        data = self.root / "data"
-        self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            os.chmod(self.root, 0o777)  # nobody writes its data folder and socket here
-        subprocess.run(_as_unprivileged([str(bin_dir / "initdb"), "-D", str(data), "-U", "airflow",
-                                         "--auth=trust", "-E", "UTF8"]),
-                       check=True, capture_output=True, timeout=120)
+            # nobody cannot enter pytest's (root-only) temporary folders: a folder of its own under /tmp
+            import pwd
+            import tempfile
+
+            self.root = Path(tempfile.mkdtemp(prefix="dli-pg-"))
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = self.root / "data"
+        init = subprocess.run(_as_unprivileged([str(bin_dir / "initdb"), "-D", str(data), "-U", "airflow",
+                                                "--auth=trust", "-E", "UTF8"]),
+                              capture_output=True, text=True, timeout=120)
+        if init.returncode != 0:
+            raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout[-1500:]}\n{init.stderr[-1500:]}")
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 _as_unprivileged([str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port), "-k",
@@ -109,6 +117,8 @@ class Postgres:
 
     def stop(self) -> None:
         _stop(self.proc)
+        if os.geteuid() == 0 and self.root.name.startswith("dli-pg-"):
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
