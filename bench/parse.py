@@ -181,8 +181,28 @@ def _spec(i: int, rng: random.Random, earlier: list[str]) -> tuple[str, dict[str
     return domain, doc
 
 
-def generate_store(root: Path, n: int, seed: int = 8) -> Generated:
-    """Write ``n`` datasets (about 5 % under ``manual/``, 1 % extra manual copies overridden by code)."""
+def _plain_spec(i: int) -> tuple[str, dict[str, Any]]:
+    """The plain corpus: two parameters, inline SQL, a cron schedule, no notifications, tags or dependencies."""
+    domain = DOMAINS[i % len(DOMAINS)]
+    name = f"{domain}.ds_{i:05d}"
+    return domain, {
+        "name": name,
+        "owner": f"{domain}-owner@example.com",
+        "parameters": [{"name": "execution_date", "type": "date", "required": True},
+                       {"name": "min_rows", "type": "integer", "default": 10}],
+        "query": f"SELECT {{{{ execution_date }}}} AS day, count(*) AS n FROM raw_{domain} "
+                 "GROUP BY 1 HAVING count(*) >= {{ min_rows }}",
+        "schedule": {"cron": CRONS[i % len(CRONS)], "timezone": ZONES[i % len(ZONES)]},
+    }
+
+
+#: ``mix``: bench/parse.py's realistic mix; ``plain``: :func:`_plain_spec` (the per-DAG floor comparison).
+CORPORA = ("mix", "plain")
+
+
+def generate_store(root: Path, n: int, seed: int = 8, corpus: str = "mix") -> Generated:
+    """Write ``n`` datasets (about 5 % under ``manual/``, 1 % extra manual copies overridden by code); the
+    plain corpus is all under ``code/``."""
     import yaml
 
     rng = random.Random(seed)
@@ -190,6 +210,15 @@ def generate_store(root: Path, n: int, seed: int = 8) -> Generated:
     files = 0
     size = 0
     for i in range(n):
+        if corpus == "plain":
+            domain, doc = _plain_spec(i)
+            folder = root / "code" / domain
+            folder.mkdir(parents=True, exist_ok=True)
+            text = yaml.safe_dump(doc, sort_keys=False, width=120)
+            (folder / f"{doc['name'].split('.', 1)[1]}.yaml").write_text(text, encoding="utf-8")
+            files += 1
+            size += len(text)
+            continue
         domain, doc = _spec(i, rng, names)
         names.append(doc["name"])
         prefix = "manual" if rng.random() < 0.05 else "code"
@@ -859,7 +888,7 @@ def bench_n(n: int, args: argparse.Namespace, tmp: Path, moto: MotoServer | None
     work = tmp / f"n{n}"
     store = work / "store"
     _log(f"[N={n}] generating {n} specs in {store}", quiet)
-    generated = generate_store(store, n)
+    generated = generate_store(store, n, corpus=args.corpus)
     rows_data, dli_dags = dag_rows(store)
     files = write_dag_files(work / "dags", rows_data, args.shards)
     problems = check_equivalent(files, rows_data, dli_dags)
@@ -1188,7 +1217,7 @@ def machine() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ profiling
 
 
-def profile(n: int, tmp: Path, top: int, mode: str = "import") -> str:
+def profile(n: int, tmp: Path, top: int, mode: str = "import", corpus: str = "mix") -> str:
     """Where the dli DAG file's parse goes, on an unchanged and on a cold local store.
 
     Two profiled parses of each: a wall-clock stack sampler that splits the time between ours (the
@@ -1200,7 +1229,7 @@ def profile(n: int, tmp: Path, top: int, mode: str = "import") -> str:
 
     work = tmp / f"profile-n{n}"
     store = work / "store"
-    generate_store(store, n)
+    generate_store(store, n, corpus=corpus)
     env = base_env(work)
     env["AIRFLOW__DLI__SPEC_STORE"] = str(store)
     warm_cache = work / "cache-warm"
@@ -1270,6 +1299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke test: N=20, 1 run (CI; no judging of time)")
     parser.add_argument("--no-dagfactory", action="store_true", help="skip the dag-factory row (the slowest)")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 rows")
+    parser.add_argument("--corpus", choices=CORPORA, default="mix",
+                        help="mix: the realistic mix (default); plain: two parameters, inline SQL, no notifications")
     parser.add_argument("--shards", type=int, default=0, help="also measure the factory sharded over K DAG files")
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 2, help="shards parsed at a time (default nproc)")
     parser.add_argument(
@@ -1327,7 +1358,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             # the tables as each N finishes (on stderr with --json, so stdout stays one JSON document)
             print(table(result) + "\n", file=sys.stderr if args.json else out, flush=True)
-        prof_text = profile(args.profile_n, tmp, args.profile_top, args.mode) if args.profile else None
+        prof_text = profile(args.profile_n, tmp, args.profile_top, args.mode, args.corpus) if args.profile else None
         document = {"machine": info, "mode": args.mode, "runs": args.runs, "results": results, "profile": prof_text}
         if args.json:
             print(json.dumps(document, indent=2), file=out)
