@@ -46,7 +46,7 @@ from dli_airflow.catalog import (
     shard_snapshot,
 )
 from dli_airflow.errors import StoreNotFoundError, StoreUnavailableError
-from dli_airflow.release import Release, ReleaseStore, open_release
+from dli_airflow.release import ABSENT, Release, ReleaseStore, open_release
 from dli_airflow.spec import SourceType
 from dli_airflow.store import SpecStore, StoreFile
 
@@ -90,9 +90,10 @@ def dataset_path(store_url: str, name: str, cache_dir: Path | None = None) -> Pa
     )
 
 
-def _read_release(path: Path) -> Release | None:
+def _read_release(path: Path) -> Release | str | None:
+    """The last release index read, :data:`~dli_airflow.release.ABSENT` (the store had none), or ``None``."""
     loaded = _load(path)
-    return loaded if isinstance(loaded, Release) else None
+    return loaded if isinstance(loaded, Release) or loaded == ABSENT else None
 
 
 class _Signature(NamedTuple):
@@ -251,18 +252,24 @@ def load_snapshot(
     own: Path | None = None  # a worker's own cache file, for one dataset
     try:
         release_file = release_path(spec_store.url, cache_dir)
-        opened = open_release(spec_store, _read_release(release_file), only=only)
-        if opened.changed:
-            if opened.release is None:
-                with contextlib.suppress(OSError):
-                    release_file.unlink()
-            else:
-                _dump(release_file, opened.release)
+        state = _read_release(release_file)
+        opened = open_release(spec_store, state, only=only)
+        listed = None
+        if opened.release is None:
+            listed = list_store(spec_store)
+            if spec_store.release_listed:  # a first publish since the last parse: read its index
+                opened = open_release(spec_store, None, only=only)
+                listed = None
+        if opened.release is None:
+            if state != ABSENT:
+                _dump(release_file, ABSENT)
+        elif opened.release is not state:
+            _dump(release_file, opened.release)
         if isinstance(opened.store, ReleaseStore) and only is not None:
             own = dataset_path(spec_store.url, only, cache_dir)
             return _load_one(opened.store, own, cache_dir)
         spec_store = opened.store
-        listed = list_store(spec_store)
+        listed = listed if listed is not None else list_store(spec_store)
         signature = _signature(listed)
         path = cache_path(spec_store.url, cache_dir)
         objects_file = objects_path(spec_store.url, cache_dir)

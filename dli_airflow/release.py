@@ -356,21 +356,32 @@ class Opened:
     changed: bool = field(default=False)
 
 
-def open_release(store: SpecStore, cached: Release | None = None, *, only: str | None = None) -> Opened:
+#: What a reader keeps when the store had no index last time it looked (see :func:`open_release`).
+ABSENT = "absent"
+
+
+def open_release(
+    store: SpecStore, cached: Release | str | None = None, *, only: str | None = None
+) -> Opened:
     """The store as readers should see it: through its release index when it has one.
 
-    :param cached: the index this reader read last time (sent as ``If-None-Match``)
+    :param cached: the index this reader read last time (sent as ``If-None-Match``); :data:`ABSENT` when the
+        store had none then: nothing is asked (a store without an index costs what it did before releases),
+        and the caller's listing of ``code/`` tells whether one appeared (:attr:`SpecStore.release_listed`)
     :param only: build one dataset (see :class:`ReleaseStore`)
     """
     if isinstance(store, ReleaseStore):
         return Opened(store, store.release)
-    release = read_index(store, cached)
+    if cached == ABSENT:
+        return Opened(store, None)
+    release = read_index(store, cached if isinstance(cached, Release) else None)
     if release is None:
         return Opened(store, None, changed=cached is not None)
     return Opened(ReleaseStore(store, release, only=only), release, changed=release is not cached)
 
 
 __all__ = [
+    "ABSENT",
     "BUNDLE_DIR",
     "FORMAT",
     "INDEX_PATH",

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from dli_airflow.errors import ConfigError, DliError, StoreUnavailableError, WorkflowRegistrationError
 from dli_airflow.spec import SourceType
 from dli_airflow.store import (
+    RELEASE_DIR,
     UNCHANGED,
     ManualFile,
     SpecStore,
@@ -292,11 +293,16 @@ class S3Store(SpecStore):
         """One paginated ``ListObjectsV2`` of ``<prefix>/``: every object with its ETag as version."""
         self._check_deadline()
         files: list[StoreFile] = []
+        index = f"{RELEASE_DIR}release.json"
+        if prefix is SourceType.CODE:
+            self.release_listed = False
         try:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(f"{prefix.value}/")):
                 for obj in page.get("Contents", ()):
                     path = obj["Key"][len(self.prefix):]
+                    if path == index:
+                        self.release_listed = True
                     parts = path.split("/")
                     # folder markers, hidden files and keys that would not be plain paths are not files
                     if path.endswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):

@@ -134,6 +134,8 @@ class SpecStore(ABC):
     url: str
     #: Reads cost a round trip (the snapshot cache keeps the raw bytes of objects by version).
     remote: ClassVar[bool] = False
+    #: Whether the last listing of ``code/`` saw a release index (``code/.dli/release.json``, hidden from it).
+    release_listed: bool = False
 
     @abstractmethod
     def list_files(self, prefix: SourceType) -> list[StoreFile]:
@@ -351,6 +353,8 @@ class LocalStore(SpecStore):
 
     def list_files(self, prefix: SourceType) -> list[StoreFile]:
         base = str(self._folder(prefix))
+        if prefix is SourceType.CODE:
+            self.release_listed = os.path.lexists(self._file(f"{RELEASE_DIR}release.json"))
         try:
             if not stat.S_ISDIR(os.stat(base).st_mode):
                 return []

@@ -134,6 +134,7 @@ class BaseEngine(ABC, Generic[SessionT]):
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._handle: Any = None
+        self._begun = False
 
     # -- the template ------------------------------------------------------------------------------------
     def run(self, statements: Statements, *, max_rows: int = DEFAULT_MAX_ROWS) -> RunResult:
@@ -144,8 +145,13 @@ class BaseEngine(ABC, Generic[SessionT]):
         :param max_rows: rows kept per statement (one more is fetched to tell that there were more)
         :raises ExecutionError: (or a subclass) for the first statement that fails or is cancelled
         """
-        # a cancel while idle must not stop the next run: the flag is about this run only
-        self._cancelled.clear()
+        # a cancel while idle must not stop the next run: the flag is about this run only, and is cleared
+        # when it begins (by run_cancellable before the worker thread starts, so a cancel that comes before
+        # the thread gets here is not lost)
+        with self._lock:
+            if not self._begun:
+                self._cancelled.clear()
+            self._begun = False
         session = self._open()
         results: list[StatementResult] = []
         total = len(statements)
@@ -161,6 +167,12 @@ class BaseEngine(ABC, Generic[SessionT]):
             self._track(None)
             self._close(session)
         return RunResult(tuple(results))
+
+    def begin(self) -> None:
+        """Start a run from another thread: a :meth:`cancel` from now on stops it, even before :meth:`run`."""
+        with self._lock:
+            self._cancelled.clear()
+            self._begun = True
 
     def cancel(self) -> None:
         """Cancel what is running; safe to call at any time, from any thread, any number of times."""
@@ -263,6 +275,9 @@ def run_cancellable(
         except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
             outcome["error"] = exc
 
+    begin = getattr(engine, "begin", None)
+    if begin is not None:
+        begin()  # a cancel between here and the worker's first statement is kept
     # daemon: a worker stuck in a driver after the cancel must not keep the process alive
     worker = threading.Thread(target=target, name=f"dli-{engine.name}", daemon=True)
     worker.start()

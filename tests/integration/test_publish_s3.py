@@ -176,3 +176,20 @@ def test_cli_publishes_with_the_aws_environment_and_writes_only_code(tmp_path, s
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "ds0.yaml" in bad.stderr and "schedule.cron" in bad.stderr
     assert json.loads(client.get_object(Bucket=s3_bucket, Key=f"{PREFIX}{INDEX_PATH}")["Body"].read()) == index
+
+
+def test_a_hand_written_store_costs_what_it_did_until_its_first_publish(tmp_path, store_url, s3_proxy, s3_env,
+                                                                        moto_server, s3_bucket):
+    upload(moto_server.client(), s3_bucket, {"code/hand/a.yaml": spec("hand.a")}, prefix=PREFIX)
+    load_snapshot(store_url)  # a cold reader asks for an index once (404) and remembers there is none
+    s3_proxy.reset()
+    assert {e.name for e in load_snapshot(store_url).active} == {"hand.a", "reports.adhoc", "team0.ds0"}
+    assert s3_proxy.gets() == [] and len(s3_proxy.lists()) == 2, s3_proxy.summary()  # as before releases
+    publish(make_source(tmp_path / "src", 3), store_url)
+    s3_proxy.reset()
+    snapshot = load_snapshot(store_url)  # the code/ listing shows the new index: readers switch to it
+    assert "hand.a" not in {e.name for e in snapshot.active} and "team2.ds2" in {e.name for e in snapshot.active}
+    assert [r.key[len(PREFIX):] for r in s3_proxy.gets()][:1] == [INDEX_PATH]
+    s3_proxy.reset()
+    load_snapshot(store_url)
+    assert len(s3_proxy.requests) == 2 and [r.prefix for r in s3_proxy.lists()] == [f"{PREFIX}manual/"]

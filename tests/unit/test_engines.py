@@ -318,3 +318,45 @@ def test_bigquery_query_parameters_have_the_values_types() -> None:
     ]
     assert api[7]["parameterType"]["arrayType"] == {"type": "INT64"} and api[0]["parameterValue"] == {"value": "o'b"}
     assert [p["name"] for p in api] == [f"dli_{i}" for i in range(1, 10)]
+
+
+def test_a_cancel_before_the_worker_thread_starts_is_not_lost(tmp_path) -> None:
+    """Ctrl-C right after run_cancellable started the worker (before its first statement) stops the run."""
+    import threading
+
+    from dli_airflow.engines import run_cancellable
+    from dli_airflow.engines.duckdb import DuckDBEngine
+
+    engine = DuckDBEngine(str(tmp_path / "db.duckdb"))
+    real_run = engine.run
+    gate = threading.Event()
+    outcome = []
+
+    def late_run(*args, **kwargs):  # the worker thread is scheduled late: the interrupt comes first
+        gate.wait(5)
+        try:
+            return real_run(*args, **kwargs)
+        except Exception as exc:
+            outcome.append(exc)
+            raise
+
+    engine.run = late_run  # type: ignore[method-assign]
+    calls = []
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupting_join(self, timeout=None):  # the calling thread is interrupted while it waits
+        if not calls:
+            calls.append(1)
+            engine.cancel()
+            gate.set()
+            raise Interrupt
+        return original_join(self, timeout)
+
+    original_join = threading.Thread.join
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(threading.Thread, "join", interrupting_join)
+        with pytest.raises(Interrupt):
+            run_cancellable(engine, ["SELECT sum(hash(i)) FROM range(100000000000) t(i)"], interrupts=(Interrupt,))
+    assert outcome and "was cancelled" in str(outcome[0])  # the worker stopped before running anything
