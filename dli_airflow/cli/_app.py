@@ -8,6 +8,8 @@ when they run.
 
 from __future__ import annotations
 
+import contextlib
+
 import sys
 import traceback
 from typing import Annotated, Any
@@ -120,4 +122,20 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         _console().print("cancelled")
-        sys.exit(EXIT_INTERRUPTED)
+        _leave_now(EXIT_INTERRUPTED)
+    except SystemExit as exc:
+        if exc.code == EXIT_INTERRUPTED:
+            _leave_now(EXIT_INTERRUPTED)
+        raise
+
+
+def _leave_now(code: int) -> None:
+    """End a cancelled command at once. A query cancelled in a native engine may still be unwinding on the
+    engine's own threads (DuckDB's scheduler), and the interpreter's shutdown waiting on them can hang or
+    abort ("terminate called … exception not rethrown"); nothing is left to flush or close but the output."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -286,8 +286,14 @@ def run_cancellable(
             worker.join(_POLL_SECONDS)
     except interrupts:
         (log if log is not None else logger).warning("Cancelling the query on %s", engine.name)
-        engine.cancel()
-        worker.join(CANCEL_JOIN_SECONDS)
+        # again and again until the worker stops: an interrupt that lands between a statement's start and
+        # the driver's execute is lost (DuckDB clears a connection's interrupt flag when a query begins)
+        deadline = time.monotonic() + CANCEL_JOIN_SECONDS
+        while True:
+            engine.cancel()
+            worker.join(_POLL_SECONDS)
+            if not worker.is_alive() or time.monotonic() > deadline:
+                break
         raise
     if "error" in outcome:
         raise outcome["error"]

@@ -52,6 +52,17 @@ class AirflowE2E:
         )
 
 
+def _warm_up(url: str, username: str, password: str) -> None:
+    """The control plane's first requests after a start pay for its cold paths (the store's first snapshot, the
+    first in-process REST call), which on a loaded 2-core CI machine took longer than a request's 30 s once:
+    made here, with time to spare, so no test's first request is the one that pays."""
+    from dli_airflow.client import WorkflowClient
+
+    with WorkflowClient(url=url, username=username, password=password, timeout=180) as client:
+        client.list_workflows()
+        client.run("e2e.daily", {"execution_date": "2000-01-01"}, dry_run=True)
+
+
 @pytest.fixture(scope="session")
 def e2e_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of ``examples/store`` (or an empty store with ``code/`` and ``manual/``) tests may change."""
@@ -81,6 +92,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, e2e_store: Path) -> Iterat
             expected_dag_ids=dev.expected_dag_ids(str(e2e_store)),
         )
         assert status.url is not None and status.port is not None and status.password is not None
+        _warm_up(status.url, status.username, status.password)
         yield AirflowE2E(
             url=status.url,
             port=status.port,
