@@ -137,6 +137,9 @@ def test_ctrl_c_cancels_a_local_run_and_exits_130(dli_command: list[str], make_s
     proc = subprocess.Popen(
         [*dli_command, "dataset", "run", "s.slow", "--store", str(store), "--duckdb", str(tmp_path / "db.duckdb")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        # as from a terminal: a suite started in the background (`cmd &` in a script) inherits SIGINT ignored,
+        # and Python then leaves it ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(4)  # the query is running by now (the CLI starts in ~1 s)
     started = time.monotonic()
