@@ -750,6 +750,111 @@ class ChildError(RuntimeError):
     """A measured process failed (its stderr tail is the message)."""
 
 
+PER_DAG_PY = r"""
+import contextlib, gc, json, statistics, sys, time
+from pathlib import Path
+
+floor_path, runs, out = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+source = floor_path.read_text(encoding="utf-8")
+floor_ns = {"__file__": str(floor_path), "__name__": "bench_floor"}
+exec(compile(source.rsplit("globals().update(", 1)[0], str(floor_path), "exec"), floor_ns)
+rows_text = floor_path.with_suffix(".json").read_text(encoding="utf-8")
+
+from dli_airflow import factory
+from dli_airflow.cache import load_snapshot
+from dli_airflow.notifiers import task_callbacks
+from dli_airflow.operators import DatasetQueryOperator
+
+
+def floor():
+    return floor_ns["_build"](json.loads(rows_text))
+
+
+def dli():
+    return factory.dag_file_globals()
+
+
+def floor_frozen():
+    rows = json.loads(rows_text)
+    with factory._older_objects_frozen():
+        return floor_ns["_build"](rows)
+
+
+def dli_collector_on():
+    real = factory._older_objects_frozen
+    factory._older_objects_frozen = contextlib.nullcontext
+    try:
+        return factory.dag_file_globals()
+    finally:
+        factory._older_objects_frozen = real
+
+
+def cpu(fn):
+    gc.collect()
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+dli()  # the snapshot cache is warm (an unchanged store), bytecode and Airflow's lazy imports are loaded
+floor()
+samples = {"floor": [], "dli": [], "dli, collector scanning the snapshot": [],
+           "floor, with the factory's gc.freeze": []}
+for _ in range(runs):  # interleaved: a burst of load hits every variant alike
+    samples["floor"].append(cpu(floor))
+    samples["dli"].append(cpu(dli))
+    samples["dli, collector scanning the snapshot"].append(cpu(dli_collector_on))
+    samples["floor, with the factory's gc.freeze"].append(cpu(floor_frozen))
+
+entries = load_snapshot().active
+n = len(entries)
+spec_free = [e.spec.model_construct(name=e.spec.name, owner=e.spec.owner) for e in entries]
+pieces = {
+    "load the unchanged snapshot (listing + unpickle)": lambda: load_snapshot(),
+    "doc header (_doc)": lambda: [factory._doc(e, "duckdb") for e in entries],
+    "Param objects from the spec (param_for)": lambda: [[factory.param_for(p) for p in e.spec.parameters] for e in entries],
+    "schedule objects (_schedule)": lambda: [factory._schedule(e.spec) for e in entries],
+    "notification callbacks (task_callbacks)": lambda: [task_callbacks(e.spec) for e in entries],
+    "outlet asset (asset_for)": lambda: [factory.asset_for(e.name) for e in entries],
+}
+parts = {k: statistics.median(cpu(f) for _ in range(max(3, runs))) / n * 1000 for k, f in pieces.items()}
+# what carrying the whole validated spec costs the operator: the same operator given a bare spec
+from airflow.sdk import DAG
+
+
+def operators(specs):
+    dag = DAG(dag_id="bench_ops", schedule=None, auto_register=False)
+    for i, (e, spec) in enumerate(zip(entries, specs)):
+        DatasetQueryOperator(task_id=f"t{i}", dag=dag, spec=spec, sql_template=e.sql, source="code")
+
+
+full = statistics.median(cpu(lambda: operators([e.spec for e in entries])) for _ in range(max(3, runs)))
+bare = statistics.median(cpu(lambda: operators(spec_free)) for _ in range(max(3, runs)))
+parts["operator carrying the whole spec (vs a two-field spec)"] = (full - bare) / n * 1000
+result = {k: statistics.median(v) / n * 1000 for k, v in samples.items()}
+Path(out).write_text(json.dumps({"n": n, "runs": runs, "ms_per_dag": result, "pieces_ms_per_dag": parts}))
+"""
+
+
+def per_dag_in_process(floor: Path, env: dict[str, str], runs: int) -> dict[str, Any]:
+    """CPU ms per DAG of the floor and of the factory (unchanged store), built again and again in one process.
+
+    The fresh-process rows divide (time - import) by N, so an import that varies by 0.3 s moves a per-DAG
+    figure by 0.3 ms at N = 1,000; here the fixed cost is paid once, before anything is measured. Also what
+    each part of the factory's own per-DAG work costs (doc, Params, schedule, callbacks, asset, snapshot).
+    """
+    with tempfile.TemporaryDirectory(prefix="dli-bench-perdag-") as scratch:
+        out = Path(scratch) / "result.json"
+        proc = subprocess.run(
+            [sys.executable, "-c", PER_DAG_PY, str(floor), str(runs), str(out)],
+            env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=CHILD_TIMEOUT_S,
+        )
+        if proc.returncode != 0 or not out.exists():
+            raise ChildError(f"the in-process per-DAG child exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
 def base_env(tmp: Path) -> dict[str, str]:
     """The children's environment: this machine's Airflow and AWS settings left out, a private AIRFLOW_HOME."""
     env = {
@@ -906,6 +1011,17 @@ def bench_n(n: int, args: argparse.Namespace, tmp: Path, moto: MotoServer | None
     code_specs = sorted((edited_store / "code").rglob("*.yaml"))
     edited_file = code_specs[len(code_specs) // 2]
 
+    if args.per_dag_only:
+        _log(f"[N={n}] per-DAG build in one process ({max(args.runs, 3)} interleaved runs)", quiet)
+        return {
+            "n": n, "runs": args.runs, "mode": "in-process",
+            "store": {"datasets": generated.datasets, "files": generated.files,
+                      "spec_and_sql_mb": generated.spec_bytes / 1e6},
+            "rows": [], "ratios": {}, "shards": None,
+            "per_dag": per_dag_in_process(files["floor"], dict(local_env, AIRFLOW__DLI__CACHE_DIR=str(work / "cache")),
+                                          max(args.runs, 3)),
+        }
+
     variants = [
         Variant("import", files["import"], env),
         Variant("floor", files["floor"], env),
@@ -992,6 +1108,12 @@ def bench_n(n: int, args: argparse.Namespace, tmp: Path, moto: MotoServer | None
                     samples[name].append(future.result())
             shard_walls.append(time.perf_counter() - start)
 
+    per_dag = None
+    if "floor" in samples and "dli local unchanged" in samples:
+        _log(f"[N={n}] per-DAG build in one process ({max(args.runs, 3)} interleaved runs)", quiet)
+        per_dag = per_dag_in_process(files["floor"], dict(local_env, AIRFLOW__DLI__CACHE_DIR=str(work / "cache-local")),
+                                     max(args.runs, 3))
+
     rows = [_median_row(name, n, s) for name, s in samples.items() if s]
     rows += [Row(name=name, n=n, note=note) for name, note in unavailable.items()]
     base = next((r for r in rows if r.name == "import" and r.seconds is not None), None)
@@ -1017,6 +1139,7 @@ def bench_n(n: int, args: argparse.Namespace, tmp: Path, moto: MotoServer | None
         "rows": [asdict(r) for r in _ordered(rows)],
         "ratios": ratios(rows, n),
         "shards": shard_summary,
+        "per_dag": per_dag,
     }
 
 
@@ -1109,6 +1232,10 @@ def _fmt(value: float | None, spec: str) -> str:
 def table(result: dict[str, Any]) -> str:
     n = result["n"]
     store = result["store"]
+    if not result["rows"]:  # --per-dag-only
+        lines = [f"N = {n:,} datasets ({store['files']:,} files, {store['spec_and_sql_mb']:.1f} MB of YAML and SQL)"]
+        judged = n >= 1000 and result.get("runs", 0) >= 5
+        return "\n".join(lines + _per_dag_lines(result, judged))
     lines = [
         f"N = {n:,} datasets ({store['files']:,} files, {store['spec_and_sql_mb']:.1f} MB of YAML and SQL). "
         "time: median wall time of the whole process; best: fastest run; CPU: median user+system time; "
@@ -1162,6 +1289,7 @@ def table(result: dict[str, Any]) -> str:
         f"| slowest dli parse / import timeout ({IMPORT_TIMEOUT_S:.0f} s) | {worst / IMPORT_TIMEOUT_S:.2f} | "
         f"well inside{' (floor ' + format(floor / IMPORT_TIMEOUT_S, '.2f') + ')' if floor else ''} |"
     )
+    lines += _per_dag_lines(result, judged)
     shards = result.get("shards")
     if shards:
         lines += [
@@ -1171,6 +1299,30 @@ def table(result: dict[str, Any]) -> str:
             f"wall {shards['wall_s']:.2f} s, peak RSS per shard {shards['peak_rss_mb']:.0f} MB.",
         ]
     return "\n".join(lines)
+
+
+def _per_dag_lines(result: dict[str, Any], judged: bool) -> list[str]:
+    """The in-process per-DAG table (issue 15's warm per-DAG target) and what each part of dli's work costs."""
+    per_dag = result.get("per_dag")
+    if not per_dag:
+        return []
+    ms = per_dag["ms_per_dag"]
+    ratio = ms["dli"] / ms["floor"]
+    verdict = (" holds" if ratio <= 1.1 else " MISSED") if judged else " (not judged: N < 1000 or < 5 runs)"
+    return [
+        "",
+        f"Per-DAG build in one process (CPU ms per DAG, medians of {per_dag['runs']} interleaved builds of all "
+        f"{per_dag['n']:,} DAGs; unchanged store; the fixed import paid before measuring):",
+        "",
+        "| build | ms per DAG |",
+        "|---|---:|",
+        *(f"| {k} | {v:.3f} |" for k, v in ms.items()),
+        f"| **dli / floor** | **{ratio:.2f}** (target <= 1.1{verdict}) |",
+        "",
+        "| part of dli's own per-DAG work | ms per DAG |",
+        "|---|---:|",
+        *(f"| {k} | {v:.3f} |" for k, v in per_dag["pieces_ms_per_dag"].items()),
+    ]
 
 
 def render(document: dict[str, Any], *, tables: bool = True) -> str:
@@ -1308,6 +1460,8 @@ def main(argv: list[str] | None = None) -> int:
         help="import: the DAG file's import (default); processor: Airflow's DagBag import and DAG serialization, "
         "the whole parse the dag-processor does",
     )
+    parser.add_argument("--per-dag-only", action="store_true",
+                        help="only the in-process per-DAG comparison with the floor (no fresh-process rows)")
     parser.add_argument("--profile", action="store_true", help="also profile the dli DAG file (unchanged and cold store)")
     parser.add_argument("--profile-n", type=int, default=1000, help="datasets in the profiled store (default 1000)")
     parser.add_argument("--profile-top", type=int, default=15)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from enum import Enum
 
+#: Keys of a run's conf that dli itself writes (the backfill token); never a dataset parameter.
+RESERVED_CONF_PREFIX = "__dli"
+
 
 class SourceType(str, Enum):
     CODE = "code"
@@ -18,4 +21,4 @@ class DatasetStatus(str, Enum):
     OVERRIDDEN = "overridden"
 
 
-__all__ = ["DatasetStatus", "SourceType"]
+__all__ = ["RESERVED_CONF_PREFIX", "DatasetStatus", "SourceType"]

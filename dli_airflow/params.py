@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from dli_airflow.errors import ParameterError
+from dli_airflow.kinds import RESERVED_CONF_PREFIX
 from dli_airflow.spec import coerce_value
-from dli_airflow.workflow import RESERVED_CONF_PREFIX
 
 if TYPE_CHECKING:
     from dli_airflow.spec import DatasetSpec, ParameterSpec

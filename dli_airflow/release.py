@@ -29,7 +29,7 @@ import logging
 import re
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -353,7 +353,6 @@ class Opened:
 
     store: SpecStore
     release: Release | None
-    changed: bool = field(default=False)
 
 
 #: What a reader keeps when the store had no index last time it looked (see :func:`open_release`).
@@ -376,8 +375,8 @@ def open_release(
         return Opened(store, None)
     release = read_index(store, cached if isinstance(cached, Release) else None)
     if release is None:
-        return Opened(store, None, changed=cached is not None)
-    return Opened(ReleaseStore(store, release, only=only), release, changed=release is not cached)
+        return Opened(store, None)
+    return Opened(ReleaseStore(store, release, only=only), release)
 
 
 __all__ = [

@@ -14,16 +14,14 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from dli_airflow.errors import DatasetNotFoundError, WorkflowExecutionError, WorkflowNotFoundError
+from dli_airflow.kinds import RESERVED_CONF_PREFIX, SourceType
 from dli_airflow.kinds import DatasetStatus as WorkflowStatus
-from dli_airflow.kinds import SourceType
 
 if TYPE_CHECKING:
     from dli_airflow.catalog import SpecEntry, StoreSnapshot
 
 # -- the protocol between client and operator ---------------------------------------------------------------
 
-#: ``conf`` keys with this prefix are dli's own, never parameters.
-RESERVED_CONF_PREFIX = "__dli"
 #: The ``conf`` key that ties the runs of one dli backfill together.
 BACKFILL_TOKEN_KEY = f"{RESERVED_CONF_PREFIX}_backfill"
 #: Prefix of the run note that marks a run stopped by a user (KILLED rather than FAILED).

@@ -267,10 +267,10 @@ def test_a_dataset_a_shard_cannot_build_is_listed_in_that_shards_errors_dag(dli_
     victim = next(n for n in names if factory.shard_of(n, 2) == 1)
     real = factory.build_dag
 
-    def failing(entry):  # Airflow refusing one DAG: no valid spec makes it fail on purpose
+    def failing(entry, *args):  # Airflow refusing one DAG: no valid spec makes it fail on purpose
         if entry.name == victim:
             raise ValueError("refused by Airflow")
-        return real(entry)
+        return real(entry, *args)
 
     monkeypatch.setattr(factory, "build_dag", failing)
     one = build_dags(str(store), shard=1, shards=2)
@@ -352,3 +352,36 @@ def test_a_cached_entry_with_a_reserved_name_never_replaces_a_dli_dag(dli_env, n
     assert f"dataset {name!r} cannot become a DAG" in dags[ERRORS_DAG_ID].doc_md
     assert [t.task_id for t in dags[ERRORS_DAG_ID].tasks] == ["report"]
 
+
+
+def test_building_dags_gives_the_collector_back_everything_it_froze(dli_env, monkeypatch):
+    """build_dags keeps the garbage collector off the objects that existed before (gc.freeze) only while it
+    builds: afterwards nothing stays frozen (a long-lived process would otherwise never collect them), also
+    when a DAG fails to build, and a process that turned the collector off keeps it off."""
+    import gc
+
+    import dli_airflow.factory as factory
+
+    store = dli_env / "store"
+    names = sorted(_many(store, 4))
+    seen: list[int] = []
+    real = factory.build_dag
+
+    def watching(entry, *args):
+        seen.append(gc.get_freeze_count())
+        if entry.name == names[0]:
+            raise ValueError("refused by Airflow")
+        return real(entry, *args)
+
+    monkeypatch.setattr(factory, "build_dag", watching)
+    dags = build_dags(str(store))
+    assert set(names[1:]) <= set(dags) and ERRORS_DAG_ID in dags
+    assert seen and all(count > 0 for count in seen)  # frozen while building
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    gc.disable()
+    try:
+        seen.clear()
+        build_dags(str(store))
+        assert seen and all(count == 0 for count in seen) and not gc.isenabled()
+    finally:
+        gc.enable()
