@@ -13,16 +13,16 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, Param, get_parsing_context
 
+# Light imports only: the catalog, the spec models, the store clients and sqlglot are imported by build_dags,
+# with the collector kept off Airflow's objects (see _older_objects_frozen)
 from dli_airflow import config
-from dli_airflow.catalog import shard_of
 from dli_airflow.errors import DliError
-from dli_airflow.spec import check_dataset_name
 from dli_airflow.sync import SYNC_DAG_ID
 
 if TYPE_CHECKING:
@@ -227,9 +227,23 @@ def build_dags(
         ``dli_sync``. Every shard reads the same snapshot cache.
     :param shards: the number of DAG files the datasets are split over (default 1: all in this file).
     """
-    from dli_airflow.cache import load_snapshot
-
     _check_shard(shard, shards)
+    with _older_objects_frozen() as freeze_more:
+        return _build_dags(store, snapshot, maintenance, shard, shards, freeze_more)
+
+
+def _build_dags(
+    store: str | None,
+    snapshot: StoreSnapshot | None,
+    maintenance: bool | None,
+    shard: int,
+    shards: int,
+    freeze_more: Callable[[], None],
+) -> dict[str, DAG]:
+    from dli_airflow.cache import load_snapshot
+    from dli_airflow.catalog import shard_of
+    from dli_airflow.spec import check_dataset_name
+
     errors_id = errors_dag_id(shard)
     given_snapshot = snapshot is not None
     wanted = get_parsing_context().dag_id
@@ -241,25 +255,25 @@ def build_dags(
         except DliError as exc:
             log.error("dli: cannot read the spec store: [%s] %s", exc.code, exc.render())
             return {errors_id: build_errors_dag([exc], store or "(default)", errors_id)}
+    freeze_more()  # the snapshot lives as long as the DAGs: no collection needs to scan it
     dags: dict[str, DAG] = {}
     # the store's own problems belong to shard 0; a shard adds the datasets it failed to build
     problems: list[DliError] = list(snapshot.problems) if shard == 0 else []
     default_engine = config.default_engine()
-    with _older_objects_frozen():
-        for entry in snapshot.active:
-            if (wanted is not None and entry.name != wanted) or shard_of(entry.name, shards) != shard:
-                continue
-            try:
-                # the catalog refuses such names; this also covers a snapshot cached before they were refused,
-                # so a dataset never takes the place of dli_sync or dli_spec_errors
-                check_dataset_name(entry.name)
-                dags[entry.name] = build_dag(entry, default_engine)
-            except Exception as exc:  # isolation point: one spec never hides the others
-                from dli_airflow.errors import SpecValidationError
+    for entry in snapshot.active:
+        if (wanted is not None and entry.name != wanted) or shard_of(entry.name, shards) != shard:
+            continue
+        try:
+            # the catalog refuses such names; this also covers a snapshot cached before they were refused,
+            # so a dataset never takes the place of dli_sync or dli_spec_errors
+            check_dataset_name(entry.name)
+            dags[entry.name] = build_dag(entry, default_engine)
+        except Exception as exc:  # isolation point: one spec never hides the others
+            from dli_airflow.errors import SpecValidationError
 
-                problem = SpecValidationError(f"{entry.path}: dataset {entry.name!r} cannot become a DAG: {exc}")
-                problems.append(problem)
-                log.exception("dli: [%s] %s", problem.code, problem.message)
+            problem = SpecValidationError(f"{entry.path}: dataset {entry.name!r} cannot become a DAG: {exc}")
+            problems.append(problem)
+            log.exception("dli: [%s] %s", problem.code, problem.message)
     if shard == 0:
         for problem in snapshot.problems:
             log.warning("dli: [%s] %s", problem.code, problem.render())
@@ -277,23 +291,43 @@ def build_dags(
 
 
 @contextlib.contextmanager
-def _older_objects_frozen() -> Iterator[None]:
-    """Keep the garbage collector off what exists before the DAGs are built (Airflow's modules, the snapshot).
+def _older_objects_frozen() -> Iterator[Callable[[], None]]:
+    """Keep the garbage collector off what already exists while the store is read and the DAGs are built.
 
-    The snapshot just unpickled is thousands of young container objects (pydantic models and their dicts),
-    which every collection that building DAGs triggers would scan again: ~0.5 ms a DAG, a fifth of the
-    build (bench/parse.py's in-process per-DAG row). ``gc.freeze`` moves them out of the collector's reach
-    until ``gc.unfreeze`` gives them back (to the oldest generation); what the build allocates is collected
-    as usual.
+    A DAG file is imported into a process holding Airflow's ~200,000 objects, and reading the store and
+    building DAGs allocates enough to trigger full collections that scan them all: importing sqlglot in a
+    DagBag process took 0.3-0.4 s with the collector scanning them, 0.1 s without, and building from a
+    just-unpickled snapshot paid ~0.4 ms a DAG for scans of its young objects. ``gc.freeze`` moves what exists
+    out of the collector's reach; the yielded function freezes what was made since (the snapshot, once
+    loaded); what the build itself allocates is collected as usual. On leaving, ``gc.unfreeze`` gives it all
+    back (to the oldest generation) — unless something had frozen objects before (Airflow's dag-processor
+    freezes its heap before forking each parse, so that children do not copy it): then the child keeps them
+    frozen, as Airflow wants. A process that turned the collector off keeps it off.
     """
     if not gc.isenabled():
-        yield
+        yield lambda: None
         return
+    frozen_before = gc.get_freeze_count() > 0
     gc.freeze()
     try:
-        yield
+        yield gc.freeze
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
+
+
+def __getattr__(name: str) -> Any:
+    """``shard_of`` and ``check_dataset_name`` (the catalog's and the spec's) without importing those modules
+    with this one."""
+    if name == "shard_of":
+        from dli_airflow.catalog import shard_of
+
+        return shard_of
+    if name == "check_dataset_name":
+        from dli_airflow.spec import check_dataset_name
+
+        return check_dataset_name
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dag_file_globals(

@@ -8,7 +8,7 @@ and removed with ``DeleteObject`` (``If-Match`` where the server honours it). A 
 and store, checks that the server honours those headers; where it does not, writes are refused. Writes go
 through :class:`SpecStore`'s ``*_manual`` methods, whose guard refuses anything outside ``manual/``.
 
-The client comes from the amazon provider's ``S3Hook`` with ``[dli] aws_conn_id`` when Airflow is
+The client comes from the amazon provider's AWS hook (``AwsBaseHook``, the S3Hook's base) with ``[dli] aws_conn_id`` when Airflow is
 importable and that connection exists (an ``endpoint_url`` in its extra points it at any S3-compatible
 server), else from plain boto3 and the standard AWS environment (``AWS_ACCESS_KEY_ID``,
 ``AWS_ENDPOINT_URL``, profiles...), which is what the CLI uses on a laptop.
@@ -149,11 +149,11 @@ def _airflow_logs_to_stderr() -> None:
 
 
 def make_client(conn_id: str | None = None) -> Any:
-    """An S3 client: from the ``S3Hook``'s session for an existing Airflow connection, else boto3's default chain.
+    """An S3 client: from the AWS hook's session for an existing Airflow connection, else boto3's default chain.
 
     The connection's own ``config_kwargs`` win over the bounded defaults of :func:`client_config`. The
     hook's session carries the connection's credentials, role, region and ``endpoint_url``; the client is
-    made from it directly rather than with ``S3Hook.get_client_type``, whose user-agent "caller" lookup
+    made from it directly rather than with the hook's ``get_client_type``, whose user-agent "caller" lookup
     walks ``inspect.stack()`` with source lines (~0.15 s inside a DAG file import, for a header). The
     session parses timestamps as plain strings: a listing's ``LastModified`` is never used, and botocore's
     dateutil parse is a fifth of the time of listing 1,000 keys.
@@ -163,9 +163,10 @@ def make_client(conn_id: str | None = None) -> Any:
     conn_id = conn_id or config.aws_conn_id()
     defaults = client_config()
     if _airflow_connection_exists(conn_id):
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        # the base hook: the S3Hook's own module adds boto3's transfer manager, which reads never use
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        hook = S3Hook(aws_conn_id=conn_id)
+        hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
         session = hook.get_session()
         _fast_timestamps(session._session)
         return session.client(

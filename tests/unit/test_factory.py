@@ -356,8 +356,9 @@ def test_a_cached_entry_with_a_reserved_name_never_replaces_a_dli_dag(dli_env, n
 
 def test_building_dags_gives_the_collector_back_everything_it_froze(dli_env, monkeypatch):
     """build_dags keeps the garbage collector off the objects that existed before (gc.freeze) only while it
-    builds: afterwards nothing stays frozen (a long-lived process would otherwise never collect them), also
-    when a DAG fails to build, and a process that turned the collector off keeps it off."""
+    reads the store and builds: afterwards nothing stays frozen (a long-lived process would otherwise never
+    collect them), also when a DAG fails to build; what someone else froze stays frozen; a process that
+    turned the collector off keeps it off."""
     import gc
 
     import dli_airflow.factory as factory
@@ -378,6 +379,14 @@ def test_building_dags_gives_the_collector_back_everything_it_froze(dli_env, mon
     assert set(names[1:]) <= set(dags) and ERRORS_DAG_ID in dags
     assert seen and all(count > 0 for count in seen)  # frozen while building
     assert gc.get_freeze_count() == 0 and gc.isenabled()
+    # Airflow's dag-processor freezes its heap before it forks a parse: the child keeps it frozen
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        build_dags(str(store))
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
     gc.disable()
     try:
         seen.clear()
