@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from dli_airflow.spec import DatasetSpec, ParameterSpec
 
 
+#: What ``-p name=…`` looks like for each parameter type (the hint of a value that does not convert).
+_EXAMPLES = {"date": "YYYY-MM-DD (e.g. 2024-01-15)", "integer": "a whole number (e.g. 10)",
+             "number": "a number (e.g. 1.5)", "boolean": "true or false", "string": "any text"}
+
+
 def describe_parameters(spec: DatasetSpec) -> str:
     """``execution_date (required), limit (optional)`` — for error messages."""
     if not spec.parameters:
@@ -70,7 +75,7 @@ def resolve_parameters(
         except ValueError as exc:
             raise ParameterError(
                 f"Parameter {param.name!r} of dataset {spec.name!r}: {raw!r} is not a valid {param.type}: {exc}",
-                hint=f"pass -p {param.name}=<{param.type}>",
+                hint=f"pass -p {param.name}={_EXAMPLES.get(param.type, 'VALUE')}",
             ) from None
     if fill_required:
         missing = [p.name for p in spec.parameters if p.required and values[p.name] is None]

@@ -180,9 +180,9 @@ def _misplaced(
     if where == "inside a quoted SQL string":
         shown = bare or "{{ name }}"
         hint = (
-            f"write {shown} without the quotes: dli passes each value as a typed parameter, never as text "
-            "spliced into the SQL (WHERE d = {{ execution_date }} gets a DATE); to build text, concatenate in "
-            "Jinja, {{ 'prefix_' ~ name }}, or in SQL, 'prefix_' || {{ name }}"
+            f"write {shown} without the quotes (WHERE col = {shown}): dli passes each value as a parameter of "
+            "its own type (a string as a string, a date as a DATE), never as text spliced into the SQL; to "
+            "build text, concatenate in Jinja, {{ 'prefix_' ~ name }}, or in SQL, 'prefix_' || {{ name }}"
         )
     elif where == "inside a quoted identifier":
         hint = "for a name use the identifier filter without quotes: {{ name | identifier }}"

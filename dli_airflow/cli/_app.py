@@ -9,7 +9,6 @@ when they run.
 from __future__ import annotations
 
 import contextlib
-
 import sys
 import traceback
 from typing import Annotated, Any

@@ -21,7 +21,7 @@ class OutputFormat(str, Enum):
 #: ``--format table|json`` of every command that prints a result.
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format: table or json.")]
 #: ``-p key=value`` (repeatable) of every command that takes run parameters.
-ParamOption = Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Parameter key=value (repeatable).")]
+ParamOption = Annotated[Optional[list[str]], typer.Option("--param", "-p", metavar="KEY=VALUE", help="Parameter key=value (repeatable).")]
 # kept until `dli dev` moves to FormatOption
 FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="Output format: table or json.")
 

@@ -35,11 +35,11 @@ def run(
     name: Annotated[str, typer.Argument(help="Dataset name (as in the spec's name:).")],
     local: Annotated[bool, typer.Option("--local", help="Run on this machine (the only mode of `dataset run`).")] = True,
     param: ParamOption = None,
-    store: Annotated[Optional[str], typer.Option("--store", help="Store folder; default [dli] spec_store.")] = None,
+    store: Annotated[Optional[str], typer.Option("--store", metavar="STORE", help="Store folder; default [dli] spec_store.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and parse the SQL; run nothing.")] = False,
-    start: Annotated[Optional[str], typer.Option("--start", "-s", help="First execution_date of a range (YYYY-MM-DD).")] = None,
-    end: Annotated[Optional[str], typer.Option("--end", "-e", help="Last execution_date of a range (YYYY-MM-DD).")] = None,
-    duckdb_path: Annotated[Optional[str], typer.Option("--duckdb", help="DuckDB file; default [dli] duckdb_path.")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", "-s", metavar="YYYY-MM-DD", help="First execution_date of a range (YYYY-MM-DD).")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", "-e", metavar="YYYY-MM-DD", help="Last execution_date of a range (YYYY-MM-DD).")] = None,
+    duckdb_path: Annotated[Optional[str], typer.Option("--duckdb", metavar="FILE", help="DuckDB file; default [dli] duckdb_path.")] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     from dli_airflow.catalog import scan
@@ -137,7 +137,10 @@ def _print_results(results: list[Any], fmt: OutputFormat, dry_run: bool, estimat
         console.print(f"[bold]{escape(r.rendered.dataset)}[/] {escape(params)}{note}")
         if dry_run:
             for statement in r.rendered.statements:  # values inlined for reading; the run binds them
-                console.print(Syntax(statement.display + ";", "sql", word_wrap=True))
+                if console.is_terminal:
+                    console.print(Syntax(statement.display + ";", "sql", word_wrap=True))
+                else:  # piped or redirected: the SQL exactly as rendered, never wrapped at a guessed width
+                    typer.echo(statement.display + ";")
             console.print(f"[green]dry run ok[/]: {len(r.rendered.statements)} statement(s) render and parse")
             if estimate is not None:
                 if estimate["available"]:

@@ -27,7 +27,7 @@ STORE_ENV = "AIRFLOW__DLI__SPEC_STORE"
 HomeOption = Annotated[
     Path | None,
     typer.Option(
-        "--home", help=f"Folder for database, logs and secrets [default: ${config.DEV_HOME_ENV} or ~/.dli/airflow]."
+        "--home", metavar="FOLDER", help=f"Folder for database, logs and secrets [default: ${config.DEV_HOME_ENV} or ~/.dli/airflow]."
     ),
 ]
 
@@ -52,14 +52,14 @@ def up_command(
     store: Annotated[
         str | None,
         typer.Option(
-            "--store", help=f"Spec store folder or s3://bucket/prefix [default: ${STORE_ENV} or ./examples/store]."
+            "--store", metavar="STORE", help=f"Spec store folder or s3://bucket/prefix [default: ${STORE_ENV} or ./examples/store]."
         ),
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="api-server port [default: the last one, else 8080, else free].")
+        int | None, typer.Option("--port", metavar="PORT", help="api-server port [default: the last one, else 8080, else free].")
     ] = None,
     home: HomeOption = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for health and DAGs.")] = 120.0,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Seconds to wait for health and DAGs.")] = 120.0,
 ) -> None:
     """Start Airflow (or check the running one) and wait until every active spec's DAG is listed."""
     from dli_airflow import dev

@@ -94,12 +94,12 @@ def publish(
     ],
     store: Annotated[
         Optional[str],
-        typer.Option("--store", help="Store folder or s3://bucket/prefix to publish to; default [dli] spec_store."),
+        typer.Option("--store", metavar="STORE", help="Store folder or s3://bucket/prefix to publish to; default [dli] spec_store."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; write nothing.")] = False,
     label: Annotated[
         Optional[str],
-        typer.Option("--label", help="What is published, recorded in the release (default: $GITHUB_SHA or "
+        typer.Option("--label", metavar="TEXT", help="What is published, recorded in the release (default: $GITHUB_SHA or "
                                      "$CI_COMMIT_SHA)."),
     ] = None,
     allow_empty: Annotated[
@@ -174,9 +174,9 @@ def _print_plan(plan: Any) -> None:
 @app.command("list")
 def list_specs(
     store: Annotated[
-        Optional[str], typer.Option("--store", help="Store folder or s3:// URL; default [dli] spec_store.")
+        Optional[str], typer.Option("--store", metavar="STORE", help="Store folder or s3:// URL; default [dli] spec_store.")
     ] = None,
-    source: Annotated[str, typer.Option("--source", help="code, manual or all.")] = "all",
+    source: Annotated[str, typer.Option("--source", metavar="SOURCE", help="code, manual or all.")] = "all",
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the datasets of a store with their source (code|manual) and status (active|paused|overridden)."""
@@ -232,7 +232,7 @@ def list_specs(
 
 @app.command("schema")
 def schema(
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Print the JSON Schema of a Dataset Spec, for editors (VS Code, JetBrains) to validate as you type."""
     import json

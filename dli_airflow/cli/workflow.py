@@ -31,9 +31,9 @@ app = new_app(
 )
 
 DatasetOption = Annotated[
-    Optional[str], typer.Option("--dataset", "-d", help="Dataset of the run (for runs started by the scheduler or UI).")
+    Optional[str], typer.Option("--dataset", "-d", metavar="NAME", help="Dataset of the run (for runs started by the scheduler or UI).")
 ]
-SourceOption = Annotated[Optional[str], typer.Option("--source", help="code or manual (default: the active copy).")]
+SourceOption = Annotated[Optional[str], typer.Option("--source", metavar="SOURCE", help="code or manual (default: the active copy).")]
 
 
 def _client() -> Any:
@@ -131,9 +131,9 @@ def _finish(status: Any, fmt: OutputFormat) -> None:
 @app.command("backfill")
 def backfill(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
-    start: Annotated[str, typer.Option("--start", "-s", help="First date (YYYY-MM-DD), in the schedule's time zone.")],
-    end: Annotated[str, typer.Option("--end", "-e", help="Last date (YYYY-MM-DD), inclusive.")],
-    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Extra parameter key=value (repeatable).")] = None,
+    start: Annotated[str, typer.Option("--start", "-s", metavar="YYYY-MM-DD", help="First date (YYYY-MM-DD), in the schedule's time zone.")],
+    end: Annotated[str, typer.Option("--end", "-e", metavar="YYYY-MM-DD", help="Last date (YYYY-MM-DD), inclusive.")],
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", metavar="KEY=VALUE", help="Extra parameter key=value (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the dates that would run; run nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress; cancel the rest at the first failed date.")] = False,
     source: SourceOption = None,
@@ -231,11 +231,11 @@ def status(
 
 @app.command("list")
 def list_workflows(
-    source: Annotated[str, typer.Option("--source", help="code, manual or all.")] = "all",
+    source: Annotated[str, typer.Option("--source", metavar="SOURCE", help="code, manual or all.")] = "all",
     running: Annotated[bool, typer.Option("--running", help="Only workflows with a queued or running run.")] = False,
     enabled_only: Annotated[bool, typer.Option("--enabled-only", help="Only active (unpaused) schedules.")] = False,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Filter by dataset name (substring).")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="At most this many (default: all).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", metavar="NAME", help="Filter by dataset name (substring).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", metavar="N", min=1, help="At most this many (default: all).")] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List workflows: the store joined with Airflow's DAGs by the control plane (overridden manual specs included)."""
@@ -260,10 +260,10 @@ def list_workflows(
 
 @app.command("history")
 def history(
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this dataset.")] = None,
-    source: Annotated[str, typer.Option("--source", help="code, manual or all.")] = "all",
-    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs.")] = 20,
-    run_status: Annotated[Optional[str], typer.Option("--status", "-s", help="PENDING|RUNNING|COMPLETED|FAILED|KILLED.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", metavar="NAME", help="Only this dataset.")] = None,
+    source: Annotated[str, typer.Option("--source", metavar="SOURCE", help="code, manual or all.")] = "all",
+    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", help="How many runs.")] = 20,
+    run_status: Annotated[Optional[str], typer.Option("--status", "-s", metavar="STATUS", help="PENDING|RUNNING|COMPLETED|FAILED|KILLED.")] = None,
     show_dataset_info: Annotated[bool, typer.Option("--show-dataset-info", help="Add each dataset's owner and schedule.")] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
@@ -336,8 +336,8 @@ def get(
 @app.command("logs")
 def logs(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    task_id: Annotated[str, typer.Option("--task", help="Task id.")] = "run",
-    try_number: Annotated[Optional[int], typer.Option("--try", help="Try number (default: the latest).")] = None,
+    task_id: Annotated[str, typer.Option("--task", metavar="TASK_ID", help="Task id.")] = "run",
+    try_number: Annotated[Optional[int], typer.Option("--try", metavar="N", help="Try number (default: the latest).")] = None,
     dataset: DatasetOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
@@ -354,11 +354,11 @@ def logs(
 @app.command("register")
 def register(
     spec_path: Annotated[Path, typer.Argument(help="The spec YAML file (its query_file is registered with it).")],
-    cron: Annotated[Optional[str], typer.Option("--cron", help="Override schedule.cron.")] = None,
-    timezone: Annotated[Optional[str], typer.Option("--timezone", help="Override schedule.timezone.")] = None,
+    cron: Annotated[Optional[str], typer.Option("--cron", metavar="CRON", help="Override schedule.cron.")] = None,
+    timezone: Annotated[Optional[str], typer.Option("--timezone", metavar="ZONE", help="Override schedule.timezone.")] = None,
     enabled: Annotated[Optional[bool], typer.Option("--enabled/--disabled", help="Override schedule.enabled.")] = None,
-    retry_max_attempts: Annotated[Optional[int], typer.Option("--retry-max-attempts")] = None,
-    retry_delay_seconds: Annotated[Optional[int], typer.Option("--retry-delay-seconds")] = None,
+    retry_max_attempts: Annotated[Optional[int], typer.Option("--retry-max-attempts", metavar="N", help="Retries after the first try.")] = None,
+    retry_delay_seconds: Annotated[Optional[int], typer.Option("--retry-delay-seconds", metavar="SECONDS", help="Seconds between tries.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a manual spec, or store one a code spec overrides.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before storing a spec that code overrides.")] = False,
     fmt: FormatOption = OutputFormat.table,
@@ -393,11 +393,11 @@ def register(
 @app.command("update")
 def update(
     name: Annotated[str, typer.Argument(help="Dataset name (a manual workflow).")],
-    cron: Annotated[Optional[str], typer.Option("--cron", help="New schedule.cron.")] = None,
-    timezone: Annotated[Optional[str], typer.Option("--timezone", help="New schedule.timezone.")] = None,
+    cron: Annotated[Optional[str], typer.Option("--cron", metavar="CRON", help="New schedule.cron.")] = None,
+    timezone: Annotated[Optional[str], typer.Option("--timezone", metavar="ZONE", help="New schedule.timezone.")] = None,
     enabled: Annotated[Optional[bool], typer.Option("--enabled/--disabled", help="New schedule.enabled.")] = None,
-    retry_max_attempts: Annotated[Optional[int], typer.Option("--retry-max-attempts")] = None,
-    retry_delay_seconds: Annotated[Optional[int], typer.Option("--retry-delay-seconds")] = None,
+    retry_max_attempts: Annotated[Optional[int], typer.Option("--retry-max-attempts", metavar="N", help="Retries after the first try.")] = None,
+    retry_delay_seconds: Annotated[Optional[int], typer.Option("--retry-delay-seconds", metavar="SECONDS", help="Seconds between tries.")] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Change a manual workflow's schedule; its SQL and the rest of its spec stay (code workflows: in Git)."""

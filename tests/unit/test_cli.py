@@ -406,3 +406,44 @@ def test_the_workflow_table_shows_a_next_run_in_its_schedules_zone_with_the_labe
     assert _fmt_zoned(utc, "Asia/Seoul") == "2026-12-03 09:00 Asia/Seoul"
     assert _fmt_zoned(utc, None) == "2026-12-03 00:00 UTC"
     assert _fmt_zoned(None, "Asia/Seoul") == "-"
+
+
+def test_a_piped_dry_run_prints_the_sql_unwrapped(runner: CliRunner, tmp_path: Path) -> None:
+    """Piped into a file or another tool, ``--dry-run`` prints each statement exactly as rendered: a
+    long line is never folded or cut at a terminal width."""
+    store = tmp_path / "store"
+    (store / "code").mkdir(parents=True)
+    columns = ", ".join(f"{i} AS column_with_a_long_name_{i}" for i in range(40))  # one ~1,200-char line
+    (store / "code" / "wide.yaml").write_text(yaml.safe_dump({
+        "name": "demo.wide", "owner": "a@example.com",
+        "parameters": [{"name": "day", "type": "date", "required": True}],
+        "query": f"SELECT {{{{ day }}}} AS day, {columns}",
+    }))
+    result = runner.invoke(app, ["dataset", "run", "demo.wide", "--local", "--store", str(store),
+                                 "--duckdb", str(tmp_path / "w.duckdb"), "-p", "day=2024-01-15", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"SELECT DATE '2024-01-15' AS day, {columns};" in result.stdout.splitlines()
+
+
+def test_every_option_in_help_names_what_it_takes(runner: CliRunner) -> None:
+    """`--help` shows what an option takes (``KEY=VALUE``, ``YYYY-MM-DD``, ``NAME``), never a Python type
+    name such as ``<str>`` or ``<int>``."""
+    import re
+
+    import typer
+
+    def commands(group, path: tuple[str, ...] = ()):  # noqa: ANN001, ANN202 - typer's own click types
+        yield path
+        if hasattr(group, "list_commands"):
+            ctx = group.context_class(group)
+            for name in group.list_commands(ctx):
+                yield from commands(group.get_command(ctx, name), (*path, name))
+
+    seen = 0
+    for path in commands(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        bad = re.findall(r"<(?:str|int|float|bool|path|text|integer)>", result.output, flags=re.I)
+        assert not bad, f"dli {' '.join(path)} --help shows {bad}"
+        seen += 1
+    assert seen > 20
