@@ -64,6 +64,10 @@ class DatasetQueryOperator(BaseOperator):
         # the templated field: the template until the task renders it, so the UI shows it before a run
         self.sql = sql_template
 
+    def _named(self, text: str) -> str:
+        """An engine's message with the command it suggests written for this dataset (engines do not know it)."""
+        return text.replace("dli dataset run NAME", f"dli dataset run {self.spec.name}")
+
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         """Check the run's parameters and fill the rendered-SQL field (values inlined, for reading).
 
@@ -139,10 +143,10 @@ class DatasetQueryOperator(BaseOperator):
             interrupts = (AirflowTaskTimeout, KeyboardInterrupt, SystemExit)
             result = run_cancellable(self._engine, statements, interrupts=interrupts, log=self.log)
         except ExecutionPermissionError as exc:
-            raise AirflowFailException(f"[{exc.code}] {exc.render()}") from exc
+            raise AirflowFailException(f"[{exc.code}] {self._named(exc.render())}") from exc
         except DliError as exc:
             # transient or not, the engine's message reaches the log; retries apply
-            raise AirflowException(f"[{exc.code}] {exc.render()}") from exc
+            raise AirflowException(f"[{exc.code}] {self._named(exc.render())}") from exc
         finally:
             self._engine = None
         self._log_statements(result)

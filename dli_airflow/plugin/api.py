@@ -93,6 +93,22 @@ def request_error(errors: Any) -> ParameterError:
     )
 
 
+def not_in_airflow(name: str, *, in_store: bool, path: str | None = None) -> WorkflowNotFoundError:
+    """DLI-800 for a workflow Airflow has no DAG of, with the one hint that fits: a spec in the store that
+    Airflow has not parsed yet (just registered: retry in seconds), or a name that is not a dli dataset."""
+    if in_store:
+        where = f" ({path})" if path else ""
+        return WorkflowNotFoundError(
+            f"Workflow {name!r} is in the spec store{where} but Airflow has not parsed it yet",
+            hint=f"try again in a few seconds (a registered spec is parsed at once; a published one at the next "
+            f"parse); `dli workflow get {name}` shows when it is in Airflow",
+        )
+    return WorkflowNotFoundError(
+        f"Workflow {name!r} is not a dli workflow in Airflow",
+        hint="check the name with `dli workflow list`, or register its spec first (`dli workflow register SPEC.yaml`)",
+    )
+
+
 def status_of(error: DliError) -> int:
     """The HTTP status that answers ``error``."""
     for prefix in sorted(_STATUS, key=len, reverse=True):
@@ -248,7 +264,7 @@ def create_app() -> FastAPI:
                 hint="removing the code spec (in Git, deployed by CI) restores the manual one",
             )
         if name not in state.dli_dags(name):
-            raise WorkflowNotFoundError(f"Workflow {name!r} is not in Airflow (not parsed yet, or not a dli DAG)")
+            raise not_in_airflow(name, in_store=entry is not None)
         call(request, "PATCH", f"/dags/{name}", {"is_paused": paused})
         return ActionResult(dataset_name=name, action=action, message=f"{action.capitalize()}d {name}")
 
@@ -352,8 +368,7 @@ def create_app() -> FastAPI:
         entry = entry_for_run(state.snapshot(fresh=True), name, parse_choice(SourceType, body.source, "source"))
         dag = state.dli_dags(name).get(name)
         if dag is None:
-            where = f" Its spec is in the store ({entry.path}) but Airflow has not parsed it yet." if entry else ""
-            raise WorkflowNotFoundError(f"Workflow {name!r} is not in Airflow.{where}")
+            raise not_in_airflow(name, in_store=entry is not None, path=entry.path if entry else None)
         conf = conf_for_run(entry.spec, body.parameters) if entry is not None else dict(body.parameters)
         if body.dry_run:
             rendered = _render_dry(entry, body.parameters) if entry is not None else ()
@@ -387,7 +402,7 @@ def create_app() -> FastAPI:
         entry = entry_for_run(state.snapshot(fresh=True), name, parse_choice(SourceType, body.source, "source"))
         dag = state.dli_dags(name).get(name)
         if dag is None or entry is None:
-            raise WorkflowNotFoundError(f"Workflow {name!r} is not in Airflow (not parsed yet, or not a dli DAG)")
+            raise not_in_airflow(name, in_store=entry is not None)
         conf = conf_for_backfill(entry.spec, body.parameters)
         tz = entry.spec.schedule.timezone if entry.spec.schedule else "UTC"
         request_body = backfill_request(name, start, end, conf, tz, name_of(user))

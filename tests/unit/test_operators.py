@@ -204,6 +204,8 @@ def test_a_sql_error_is_retried_and_names_the_statement(duckdb_file: Path) -> No
     with pytest.raises(AirflowException, match="DLI-405.*statement 2 of 2") as info:
         task.execute(ctx)
     assert not isinstance(info.value, AirflowFailException)
+    # the command it suggests is written for this dataset
+    assert f"dli dataset run {task.spec.name} --local --dry-run" in str(info.value) and " NAME " not in str(info.value)
 
 
 def test_a_task_timeout_cancels_the_query(duckdb_file: Path, interrupt_soon: Any) -> None:

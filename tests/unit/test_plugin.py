@@ -92,3 +92,16 @@ def test_a_validation_error_names_where_and_which_field(loc, field, where):
     error = request_error([{"loc": loc, "msg": "Field required", "input": _MARK}])
     assert (error.problems[0].file, error.problems[0].field) == (where, field)
     assert _MARK not in json.dumps(error.to_dict()) and "/dli/api/v1/docs" in error.hint
+
+
+def test_a_workflow_not_in_airflow_gets_the_one_hint_that_fits():
+    """A spec in the store that Airflow has not parsed yet (just registered) says to retry in seconds, not to
+    register it; a name that is nowhere says to check it or register it."""
+    from dli_airflow.plugin.api import not_in_airflow
+
+    pending = not_in_airflow("team.daily", in_store=True, path="manual/team/daily.yaml")
+    assert pending.code == "DLI-800" and "manual/team/daily.yaml" in pending.message
+    assert "not parsed it yet" in pending.message and "dli workflow register" not in pending.render()
+    assert "dli workflow get team.daily" in pending.hint
+    unknown = not_in_airflow("team.nope", in_store=False)
+    assert "not parsed" not in unknown.render() and "dli workflow list" in unknown.hint

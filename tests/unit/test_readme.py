@@ -32,3 +32,20 @@ def test_shipped_json_schema_is_current():
 
     shipped = json.loads((ROOT / "examples" / "dataset-spec.schema.json").read_text())
     assert shipped == json_schema(), "regenerate it: dli spec schema -o examples/dataset-spec.schema.json"
+
+
+def test_the_readmes_validation_example_is_what_dli_prints():
+    """The README's `dli spec validate` example names a file that exists and shows the error it gives."""
+    import os
+    import subprocess
+    import sys
+
+    example = re.search(r"```text\n\$ (dli spec validate \S+)\n(error \[DLI-\d+\][^\n]*)\n", README)
+    assert example, "the README's validation example is gone"
+    command, shown = example.group(1), example.group(2)
+    path = command.split()[-1]
+    assert (ROOT / path).is_file(), f"the README validates {path}, which does not exist"
+    out = subprocess.run([sys.executable, "-m", "dli_airflow.cli", *command.split()[1:]], cwd=ROOT,
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+    assert out.returncode == 1
+    assert shown in (out.stdout + out.stderr).splitlines()
