@@ -49,7 +49,15 @@ def _client() -> Any:
     status = dev.status(home) if home.is_dir() else None
     if status is not None and status.running and status.url and status.password:
         return WorkflowClient(url=status.url, username=status.username, password=status.password)
-    return WorkflowClient.from_env()  # raises the DLI-501 message naming DLI_AIRFLOW_URL
+    from dli_airflow.errors import ServerUnreachableError
+
+    where = f"no dev Airflow is running in {home}" if home.is_dir() else f"no dev Airflow in {home}"
+    raise ServerUnreachableError(
+        f"No Airflow to talk to: DLI_AIRFLOW_URL is not set, and {where}",
+        hint="set DLI_AIRFLOW_URL (e.g. https://airflow.example.com) and DLI_AIRFLOW_TOKEN, or "
+        "DLI_AIRFLOW_USERNAME and DLI_AIRFLOW_PASSWORD; or start a local Airflow with `dli dev up` (one "
+        f"started with --home elsewhere: set {config.DEV_HOME_ENV} to that folder)",
+    )
 
 
 def _fmt_time(value: Optional[datetime]) -> str:
@@ -124,8 +132,23 @@ def _finish(status: Any, fmt: OutputFormat) -> None:
         typer.echo(f"{status.run_id}: {status.status.value}{duration}")
         if status.error_message:
             typer.echo(f"  error: {status.error_message}")
+        _print_result_rows(status.result)
     if status.status is not RunStatus.COMPLETED:
         raise typer.Exit(code=1)
+
+
+def _print_result_rows(result: Optional[dict[str, Any]]) -> None:
+    """A completed run's result as the task recorded it (its XCom): rows affected per statement, and the
+    first rows of the last statement, as `dli dataset run` prints them."""
+    if not isinstance(result, dict):
+        return
+    affected = [n for n in result.get("rows_affected") or () if n is not None and n >= 0]
+    if affected:
+        typer.echo(f"rows affected: {', '.join(str(n) for n in affected)}")
+    columns, rows = result.get("columns") or [], result.get("rows") or []
+    if columns and rows:
+        more = " (first rows only)" if result.get("rows_truncated") else ""
+        print_table(columns, rows, title=f"last statement: {len(rows)} row(s){more}")
 
 
 @app.command("backfill")
@@ -227,6 +250,7 @@ def status(
     print_table(["TASK", "STATE", "TRY", "START", "END", "DURATION"], rows)
     if result.error_message:
         typer.echo(f"error: {result.error_message}")
+    _print_result_rows(result.result)
 
 
 @app.command("list")

@@ -447,3 +447,38 @@ def test_every_option_in_help_names_what_it_takes(runner: CliRunner) -> None:
         assert not bad, f"dli {' '.join(path)} --help shows {bad}"
         seen += 1
     assert seen > 20
+
+
+def test_dli_workflow_without_an_airflow_says_how_to_name_one(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+    """No DLI_AIRFLOW_URL and no dev Airflow running: the error is in the CLI's terms (environment variables,
+    `dli dev up`, DLI_DEV_HOME for one started with --home elsewhere), not the Python API's (url=)."""
+    for var in ("DLI_AIRFLOW_URL", "DLI_AIRFLOW_TOKEN", "DLI_AIRFLOW_USERNAME", "DLI_AIRFLOW_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DLI_DEV_HOME", str(tmp_path / "nowhere"))
+    result = runner.invoke(app, ["workflow", "list"])
+    assert result.exit_code != 0
+    text = result.output
+    assert "DLI-501" in text and "DLI_AIRFLOW_URL" in text and "dli dev up" in text and "DLI_DEV_HOME" in text
+    assert "url=" not in text and str(tmp_path / "nowhere") in text
+
+
+def test_a_finished_run_prints_its_result_rows(capsys) -> None:
+    """`dli workflow run --wait` and `dli workflow status` show what the task recorded: rows affected and the
+    first rows of the last statement (as `dli dataset run` does), not only COMPLETED."""
+    import typer
+
+    from dli_airflow.cli.workflow import _finish
+    from dli_airflow.cli._output import OutputFormat
+    from dli_airflow.workflow import RunStatus, WorkflowRun, WorkflowStatusResult
+
+    run = WorkflowRun(run_id="manual__x", dataset_name="demo.daily", status=RunStatus.COMPLETED, run_type="adhoc")
+    summary = {"statements": 2, "rows_affected": [3, -1], "columns": ["campaign", "clicks"],
+               "rows": [["campaign_a", 20], ["campaign_b", 17]], "rows_truncated": False}
+    _finish(WorkflowStatusResult(run=run, result=summary), OutputFormat.table)
+    out = capsys.readouterr().out
+    assert "manual__x: COMPLETED" in out and "rows affected: 3" in out
+    assert "campaign_a" in out and "20" in out and "campaign_b" in out and "clicks" in out
+    failed = WorkflowRun(run_id="manual__y", dataset_name="demo.daily", status=RunStatus.FAILED, run_type="adhoc")
+    with pytest.raises(typer.Exit):
+        _finish(WorkflowStatusResult(run=failed, error_message="boom"), OutputFormat.table)
+    assert "error: boom" in capsys.readouterr().out
