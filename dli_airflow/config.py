@@ -31,9 +31,8 @@ OPTIONS: dict[str, Option] = {
         Option(
             "spec_store",
             "Where the Dataset Specs live: a local folder or s3://bucket/prefix, each holding code/ "
-            "(deployed from Git by CI) and manual/ (registered through the client). "
-            "Empty means {AIRFLOW_HOME}/dli/store.",
-            "",
+            "(deployed from Git by CI) and manual/ (registered through the client).",
+            "{AIRFLOW_HOME}/dli/store",
             example="s3://my-bucket/dli",
         ),
         Option(
@@ -44,8 +43,8 @@ OPTIONS: dict[str, Option] = {
         ),
         Option(
             "duckdb_path",
-            "The DuckDB database file the embedded engine writes to. Empty means {AIRFLOW_HOME}/dli/dli.duckdb.",
-            "",
+            "The DuckDB database file the embedded engine writes to.",
+            "{AIRFLOW_HOME}/dli/dli.duckdb",
             example="/data/warehouse.duckdb",
         ),
         Option(
@@ -62,8 +61,8 @@ OPTIONS: dict[str, Option] = {
         ),
         Option(
             "cache_dir",
-            "Local folder for the last good copy of the store's specs. Empty means {AIRFLOW_HOME}/dli/cache.",
-            "",
+            "Local folder for the last good copy of the store's specs (any disk: nothing in it must survive).",
+            "{AIRFLOW_HOME}/dli/cache",
         ),
         Option(
             "render_timeout_seconds",
@@ -128,7 +127,9 @@ def get(key: str) -> str:
     if value is None:
         value = _from_cfg_file(key)
     if value is None or value == "":
-        value = option.default
+        # Airflow expands {AIRFLOW_HOME} in a provider's defaults (`airflow config get-value` shows the path);
+        # here too, for a process that reads the default itself
+        value = option.default.replace("{AIRFLOW_HOME}", str(airflow_home()))
     return value.strip()
 
 

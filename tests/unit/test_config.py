@@ -48,3 +48,22 @@ def test_a_big_airflow_cfg_is_parsed_once_per_version(dli_isolated: Path, monkey
     monkeypatch.setattr(config.configparser.ConfigParser, "read", counting)
     assert {config.default_engine() for _ in range(1000)} == {"trino"}
     assert len(parses) == 1
+
+
+def test_the_paths_default_under_airflow_home_and_airflow_shows_them(dli_isolated: Path, tmp_path: Path) -> None:
+    """``airflow config get-value dli spec_store`` prints the path dli uses (not an empty string), and an
+    empty value in airflow.cfg (what an older version wrote there) still means that default."""
+    import subprocess
+    import sys
+
+    home = Path(os.environ["AIRFLOW_HOME"])
+    assert config.spec_store() == str(home / "dli" / "store")
+    assert config.cache_dir() == home / "dli" / "cache" and config.duckdb_path() == home / "dli" / "dli.duckdb"
+    (dli_isolated / "airflow.cfg").write_text("[dli]\nspec_store =\n")
+    assert config.spec_store() == str(home / "dli" / "store")
+    airflow_home = tmp_path / "fresh-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"AIRFLOW_HOME": str(airflow_home)}
+    got = subprocess.run([sys.executable, "-m", "airflow", "config", "get-value", "dli", "spec_store"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert got.stdout.strip().splitlines()[-1] == str(airflow_home / "dli" / "store")
