@@ -230,7 +230,7 @@ class WorkflowClient(RunMethods):
         }
         params = {k: v for k, v in params.items() if v is not None}
         found: list[WorkflowInfo] = []
-        total = 0
+        total = problems = 0
         while limit is None or len(found) < limit:
             size = PLANE_PAGE if limit is None else min(PLANE_PAGE, limit - len(found))
             response = self._api.request("GET", "/workflows", prefix=DLI_API, ok=(200, 404),
@@ -242,11 +242,11 @@ class WorkflowClient(RunMethods):
                 return None
             self._has_plane = True
             page = WorkflowPage.model_validate_json(response.content)
-            total = page.total_entries
+            total, problems = page.total_entries, page.problems
             found.extend(page.workflows)
             if not page.workflows or len(found) >= total:
                 break
-        return WorkflowListResult(workflows=tuple(found), total_count=total)
+        return WorkflowListResult(workflows=tuple(found), total_count=total, problems=problems)
 
     def _running_dag_ids(self) -> set[str]:
         body = {"dag_ids": None, "states": ["queued", "running"], "page_limit": 1000}

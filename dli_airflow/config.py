@@ -93,7 +93,16 @@ def _from_airflow_conf(key: str) -> str | None:
         from airflow.configuration import conf
     except ImportError:  # pragma: no cover - Airflow half-imported
         return None
-    return conf.get("dli", key, fallback=None)
+    value = conf.get("dli", key, fallback=None)
+    if value is not None and "{AIRFLOW_HOME}" in OPTIONS[key].default:
+        # Airflow's expansion of the declared default (under the AIRFLOW_HOME it started with): dli expands
+        # it itself, under the AIRFLOW_HOME of now — the same in a deployment, not in a test that moves it
+        try:
+            if value == conf.get_default_value("dli", key):
+                return None
+        except Exception:  # pragma: no cover - an older parser without it
+            pass
+    return value
 
 
 def _from_cfg_file(key: str) -> str | None:

@@ -115,6 +115,8 @@ class WorkflowPage(BaseModel):
 
     workflows: list[WorkflowInfo]
     total_entries: int
+    #: spec files of the store that are no workflow because they are broken (``GET /problems`` lists them)
+    problems: int = 0
 
 
 class WorkflowRun(_Result):
@@ -208,6 +210,8 @@ class WorkflowRegisterResult(_Result):
 class WorkflowListResult(_Result):
     workflows: tuple[WorkflowInfo, ...]
     total_count: int
+    #: broken spec files in the store, which are no workflow (the control plane's count; 0 without it)
+    problems: int = 0
 
 
 class WorkflowHistoryResult(_Result):

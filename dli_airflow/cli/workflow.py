@@ -280,6 +280,12 @@ def list_workflows(
             next_run = "- (not in Airflow yet)"
         rows.append((info.dataset_name, info.source_type.value, info.status.value, info.cron or "-", next_run))
     print_table(["DATASET", "SOURCE", "STATUS", "CRON", "NEXT RUN"], rows)
+    if result.problems:
+        typer.echo(
+            f"warning: {result.problems} spec file(s) in the store are broken and are no workflow: the "
+            "dli_spec_errors DAG lists them, and `dli spec validate` (with the store) shows each with its fix",
+            err=True,
+        )
 
 
 @app.command("history")

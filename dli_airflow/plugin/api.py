@@ -192,7 +192,8 @@ def create_app() -> FastAPI:
             status=parse_choice(DatasetStatus, status, "status"),
             dataset_filter=filter, running_only=running, enabled_only=enabled,
         )
-        return WorkflowPage(workflows=selected[offset:offset + limit], total_entries=len(selected))
+        return WorkflowPage(workflows=selected[offset:offset + limit], total_entries=len(selected),
+                            problems=len(state.snapshot().problems))
 
     @app.get(f"{API_PREFIX}/workflows/{{name}}")
     def get_workflow(name: str, user: User) -> WorkflowCopies:

@@ -66,6 +66,7 @@ def test_the_list_is_the_store_joined_with_airflow_overridden_copies_included(ai
     assert ("analytics.user_metrics", "manual", DatasetStatus.OVERRIDDEN.value) in got
     assert body["total_entries"] == len(body["workflows"])
     assert first["workflows"] + rest["workflows"] == body["workflows"] and first["total_entries"] == body["total_entries"]
+    assert body["problems"] == len(scan(airflow.store).problems)  # the broken specs' count, on every page
 
 
 def test_next_run_is_shown_in_the_specs_time_zone(airflow) -> None:

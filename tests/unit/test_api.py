@@ -312,3 +312,29 @@ def test_a_plain_http_client_loads_no_ca_and_still_refuses_unverified_tls(monkey
     # verifying, with no CA: any TLS it were asked to make would be refused, never made unverified
     assert chosen.verify_mode == ssl.CERT_REQUIRED and chosen.check_hostname
     assert chosen.cert_store_stats()["x509_ca"] == 0
+
+
+def test_dli_workflow_list_warns_of_broken_specs_the_control_plane_counts(server, monkeypatch):
+    """The control plane counts the store's broken specs on every page; `dli workflow list` says so after
+    the table (on stderr, so the table stays clean), and `--format json` carries the count."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from dli_airflow.cli import app
+    from dli_airflow.client import WorkflowClient
+
+    info = {"dataset_name": "team.ok", "source_type": "code", "status": "active"}
+
+    def plane(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"workflows": [info], "total_entries": 1, "problems": 2})
+
+    monkeypatch.setattr("dli_airflow.cli.workflow._client",
+                        lambda: WorkflowClient(URL, token="t", transport=httpx.MockTransport(plane)))
+    runner = CliRunner()
+    table = runner.invoke(app, ["workflow", "list"])
+    assert table.exit_code == 0, table.output
+    assert "team.ok" in table.stdout and "2 spec file(s) in the store are broken" in table.stderr
+    assert "dli_spec_errors" in table.stderr and "broken" not in table.stdout
+    as_json = runner.invoke(app, ["workflow", "list", "--format", "json"])
+    assert _json.loads(as_json.stdout)["problems"] == 2
