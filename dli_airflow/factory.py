@@ -15,6 +15,7 @@ import gc
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, Param, get_parsing_context
@@ -34,8 +35,46 @@ log = logging.getLogger(__name__)
 
 #: The DAG that lists the store's problems (shown only while there are some).
 ERRORS_DAG_ID = "dli_spec_errors"
-#: Start of every dataset DAG's schedule: early enough for any backfill people run.
+#: Start of every dataset DAG's schedule: early enough for any backfill people run. A scheduled dataset's DAG
+#: starts at this date's midnight in the spec's time zone (:func:`start_date`), so the DAG's time zone is the
+#: spec's: Airflow takes a DAG's ``timezone`` from its start date, and shows it on the DAG's details.
 START_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+@lru_cache(maxsize=512)
+def start_date(zone: str | None) -> datetime:
+    """The start date of a DAG whose schedule is in ``zone`` (UTC without one)."""
+    if not zone or zone == "UTC":
+        return START_DATE
+    from zoneinfo import ZoneInfo
+
+    return START_DATE.replace(tzinfo=ZoneInfo(zone))
+
+
+@lru_cache(maxsize=1024)
+def _cron_text(cron: str) -> str:
+    """``0 9 * * *`` → ``At 09:00`` (Airflow's own cron_descriptor, 24-hour clock); the cron if it cannot say."""
+    try:
+        from cron_descriptor import CasingTypeEnum, ExpressionDescriptor
+
+        return ExpressionDescriptor(cron, casing_type=CasingTypeEnum.Sentence, use_24hour_time_format=True).get_description()
+    except Exception:  # noqa: BLE001 - a cron croniter accepts that cron_descriptor cannot read: show the cron
+        return f"cron {cron}"
+
+
+def schedule_text(spec: DatasetSpec) -> str:
+    """The schedule as a person reads it, with its time zone (the UI shows times in the viewer's zone and a
+    cron summary carries none): ``At 09:00, Asia/Seoul time (0 9 * * *)``; ``when iceberg.raw.clicks is
+    updated, or At 09:00, …`` for an asset-or-time schedule; ``triggered only``."""
+    schedule = spec.schedule
+    if schedule is None:
+        return "triggered only (no schedule)"
+    timed = f"{_cron_text(schedule.cron)}, {schedule.timezone} time ({schedule.cron})" if schedule.cron else ""
+    if not spec.depends_on:
+        return timed
+    upstream = ", ".join(spec.depends_on)
+    assets = f"when {upstream} {'is' if len(spec.depends_on) == 1 else 'are'} updated"
+    return f"{assets}, or {timed[0].lower()}{timed[1:]}" if timed else assets
 #: Characters of SQL shown in a DAG's doc.
 DOC_SQL_LIMIT = 20_000
 #: The DAG file's globals are ``<prefix><n>``: names no dataset can take (``dli_`` is reserved).
@@ -102,6 +141,7 @@ def _doc(entry: SpecEntry, engine: str) -> str:
         f"- **status**: `{entry.status.value}`",
         f"- **owner**: {spec.owner}" + (f" · **team**: {spec.team}" if spec.team else ""),
         f"- **engine**: `{engine}`",
+        f"- **schedule**: {schedule_text(spec)}",
         f"- **parameters**: {params or 'none'}",
     ]
     if spec.depends_on:
@@ -137,7 +177,7 @@ def build_dag(entry: SpecEntry, default_engine: str | None = None) -> DAG:
     dag = DAG(
         dag_id=spec.name,
         schedule=_schedule(spec),
-        start_date=START_DATE,
+        start_date=start_date(schedule.timezone if schedule else None),
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=not (schedule.enabled if schedule else True),
@@ -145,7 +185,7 @@ def build_dag(entry: SpecEntry, default_engine: str | None = None) -> DAG:
         tags=tags,
         params={p.name: param_for(p) for p in spec.parameters},
         doc_md=_doc(entry, engine),
-        description=(spec.description or "")[:500] or None,
+        description=(spec.description or "")[:500] or schedule_text(spec)[:500],
         auto_register=False,
     )
     DatasetQueryOperator(

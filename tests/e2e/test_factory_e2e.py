@@ -54,6 +54,8 @@ def test_params_show_in_the_trigger_form(airflow):
     assert params["min_clicks"]["schema"]["type"] == ["null", "integer"]
     assert params["execution_date"]["schema"]["format"] == "date"
     assert "required" in params["execution_date"]["description"]
+    # the DAG's own time zone is the spec's, as the DAG's details tab shows it
+    assert details["timezone"] == "Asia/Seoul"
 
 
 def test_triggered_run_with_parameters_writes_the_expected_rows(airflow):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,6 +41,42 @@ def test_one_dag_per_active_dataset(example_dags):
     assert "analytics.user_metrics" in example_dags
     # the overridden manual copy is not a DAG: the code one is
     assert "source:code" in example_dags["analytics.user_metrics"].tags
+
+
+def test_each_dag_runs_in_its_specs_time_zone_and_says_so(example_dags, dli_env):
+    """The DAG's own time zone is the spec's (what the DAG's details show; Airflow takes it from the start date)
+    and the doc header names the schedule with its zone; a spec without a schedule stays in UTC."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = example_dags["analytics.daily_clicks"]
+    assert str(dag.timezone) == "Asia/Seoul"
+    assert dag.start_date == datetime(2000, 1, 1, tzinfo=ZoneInfo("Asia/Seoul"))
+    assert DagSerialization.to_dict(dag)["dag"]["timezone"] == "Asia/Seoul"
+    assert "**schedule**: At 09:00, Asia/Seoul time (0 9 * * *)" in dag.doc_md
+    specs = {e.name: e.spec for e in scan(LocalStore(EXAMPLES)).active}
+    for name, s in specs.items():
+        if s.schedule is not None:
+            assert str(example_dags[name].timezone) == s.schedule.timezone, name
+    store = dli_env / "store"
+    (store / "code").mkdir(parents=True)
+    (store / "code" / "adhoc.yaml").write_text("name: team.adhoc\nowner: o@example.com\nquery: SELECT 1\n")
+    adhoc = build_dags(str(store))["team.adhoc"]
+    assert str(adhoc.timezone) == "UTC" and "triggered only" in adhoc.doc_md
+
+
+def test_the_schedule_text_names_the_zone_and_reads_asset_or_cron():
+    from dli_airflow.factory import schedule_text
+    from dli_airflow.spec import DatasetSpec
+
+    def spec(**extra):
+        return DatasetSpec.model_validate({"name": "a.b", "owner": "o@example.com", "query": "SELECT 1", **extra})
+
+    assert schedule_text(spec(schedule={"cron": "30 6 * * 1", "timezone": "Europe/Berlin"})) == (
+        "At 06:30, only on Monday, Europe/Berlin time (30 6 * * 1)")
+    both = schedule_text(spec(schedule={"cron": "0 9 * * *"}, depends_on=["raw.clicks"]))
+    assert both == "when raw.clicks is updated, or at 09:00, UTC time (0 9 * * *)"
+    assert schedule_text(spec(schedule={}, depends_on=["raw.a", "raw.b"])) == "when raw.a, raw.b are updated"
+    assert schedule_text(spec()).startswith("triggered only")
 
 
 def test_dag_attributes_follow_the_spec(example_dags):
