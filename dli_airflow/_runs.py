@@ -345,7 +345,9 @@ class RunMethods:
         offset = 0
         while len(runs) < limit and dag_ids:
             page_size = min(max(limit * 2, 50), 1000)
-            body = {"dag_ids": dag_ids, "states": states, "order_by": "-run_after", "page_limit": page_size,
+            # newest created first: a backfill of 2024 dates started today is recent (run_after would rank it
+            # below last week's scheduled runs)
+            body = {"dag_ids": dag_ids, "states": states, "order_by": "-id", "page_limit": page_size,
                     "page_offset": offset}
             page = self._api.request("POST", "/dags/~/dagRuns/list", json=body, idempotent=True).json()
             batch = page["dag_runs"]

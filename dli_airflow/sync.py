@@ -395,7 +395,8 @@ def build_sync_dag() -> DAG:
         max_active_runs=1,
         is_paused_upon_creation=False,
         tags=list(TAGS),
-        default_args={"owner": "dli", "retries": 0},
+        # a sync is idempotent: a transient failure (the execution API slow under a stack's start-up) retries
+        default_args={"owner": "dli", "retries": 2, "retry_delay": timedelta(seconds=20)},
         dagrun_timeout=timedelta(seconds=max(interval, 300)),
         description=f"dli: records source transitions of the spec store every {interval} s",
         doc_md=__doc__,

@@ -135,6 +135,15 @@ class WorkflowRun(_Result):
 
     @property
     def duration_seconds(self) -> Optional[float]:
+        """How long the run took, once it has ended (none while it runs, as the seeds define it; see
+        :attr:`elapsed_seconds`)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def elapsed_seconds(self) -> Optional[float]:
+        """Seconds since the run started (until it ended, for an ended run)."""
         if self.started_at is None:
             return None
         end = self.finished_at or datetime.now(self.started_at.tzinfo)
@@ -292,7 +301,8 @@ def task_from_api(raw: Mapping[str, Any]) -> TaskRun:
         try_number=int(raw.get("try_number") or 0),
         started_at=parse_time(raw.get("start_date")),
         finished_at=parse_time(raw.get("end_date")),
-        duration_seconds=raw.get("duration"),
+        # Airflow keeps the previous try's duration on a try that has just started: none until this one ends
+        duration_seconds=raw.get("duration") if raw.get("end_date") else None,
         pid=raw.get("pid"),
         hostname=raw.get("hostname"),
     )

@@ -290,6 +290,7 @@ def list_workflows(
 
 @app.command("history")
 def history(
+    name: Annotated[Optional[str], typer.Argument(help="Only this dataset (the same as -d NAME).", show_default=False)] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", metavar="NAME", help="Only this dataset.")] = None,
     source: Annotated[str, typer.Option("--source", metavar="SOURCE", help="code, manual or all.")] = "all",
     limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", help="How many runs.")] = 20,
@@ -298,6 +299,9 @@ def history(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Recent runs, newest first."""
+    if name and dataset and name != dataset:
+        raise typer.BadParameter(f"two datasets given: {name!r} and -d {dataset!r}; give one", param_hint="NAME")
+    dataset = dataset or name
     with _client() as client:
         result = client.history(
             dataset_name=dataset, source_type=None if source == "all" else source, run_status=run_status,

@@ -1,4 +1,4 @@
-"""``dli dev up/down/status``: a real local Airflow 3 (api-server, scheduler, dag-processor).
+"""``dli dev up/down/status``: a real local Airflow 3 (api-server, scheduler, dag-processor, triggerer).
 
 Airflow is only ever launched as subprocesses (``python -m airflow ...`` with this interpreter),
 so importing this package never imports Airflow. Everything lives under one *home* folder::
@@ -316,6 +316,8 @@ def _cold_start(
             # Without --skip-serve-logs it opens a log server on 0.0.0.0:8793; the api-server reads local logs.
             ("scheduler", ["scheduler", "--skip-serve-logs"]),
             ("dag-processor", ["dag-processor"]),
+            # no dli task defers, but Airflow's health (and the UI's badge) counts a triggerer as part of a stack
+            ("triggerer", ["triggerer", "--skip-serve-logs"]),
         ):
             records[name] = _launch(paths, name, args, env, run_id)
         _wait_ready(

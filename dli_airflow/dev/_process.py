@@ -23,7 +23,7 @@ from typing import IO
 from dli_airflow.dev._home import DAG_FILE_NAME, RUN_ID_ENV, _Paths, _resolve_home
 from dli_airflow.errors import DevError
 
-PROCESS_NAMES: tuple[str, ...] = ("api-server", "scheduler", "dag-processor")
+PROCESS_NAMES: tuple[str, ...] = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 _STOP_GRACE_SECONDS = 15.0
 # Of the grace, how long the leaders alone get before their whole groups get SIGTERM too.
@@ -236,7 +236,7 @@ def _wait_gone(
 
 # The api-server stops last: running tasks report their end (even a SIGTERM) through its Execution
 # API, and without it they retry for many seconds, holding the scheduler's shutdown until SIGKILL.
-_STOP_PHASES: tuple[tuple[str, ...], ...] = (("scheduler", "dag-processor"), ("api-server",))
+_STOP_PHASES: tuple[tuple[str, ...], ...] = (("scheduler", "dag-processor", "triggerer"), ("api-server",))
 
 
 def _leaders_and_tasks(records: Mapping[str, _ProcessRecord]) -> dict[int, int]:

@@ -482,3 +482,24 @@ def test_a_finished_run_prints_its_result_rows(capsys) -> None:
     with pytest.raises(typer.Exit):
         _finish(WorkflowStatusResult(run=failed, error_message="boom"), OutputFormat.table)
     assert "error: boom" in capsys.readouterr().out
+
+
+def test_history_takes_the_dataset_as_its_argument(runner: CliRunner, monkeypatch) -> None:
+    """`dli workflow history NAME` is `-d NAME` (the seeds' form); two different names are refused."""
+    import contextlib
+
+    from dli_airflow.workflow import WorkflowHistoryResult
+
+    asked: list[str | None] = []
+
+    class Client:
+        def history(self, *, dataset_name, **_):  # noqa: ANN001, ANN003, ANN202
+            asked.append(dataset_name)
+            return WorkflowHistoryResult(runs=(), total_count=0)
+
+    monkeypatch.setattr("dli_airflow.cli.workflow._client", lambda: contextlib.nullcontext(Client()))
+    assert runner.invoke(app, ["workflow", "history", "team.daily"]).exit_code == 0
+    assert runner.invoke(app, ["workflow", "history", "-d", "team.daily"]).exit_code == 0
+    assert asked == ["team.daily", "team.daily"]
+    both = runner.invoke(app, ["workflow", "history", "team.daily", "-d", "team.other"])
+    assert both.exit_code != 0 and "two datasets" in both.output

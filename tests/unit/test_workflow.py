@@ -152,3 +152,23 @@ def test_select_filters_by_source_status_name_and_running():
     assert [i.dataset_name for i in select_workflows(infos, dataset_filter="DAI")] == ["a.daily"]
     assert select_workflows(infos, running_only=True) == []
     assert [i.dataset_name for i in select_workflows(infos, enabled_only=True)] == ["a.daily"]
+
+
+def test_a_run_or_try_has_a_duration_only_once_it_has_ended():
+    """A running run has no duration yet (its elapsed time is there), and a try that has just started does not
+    show the previous try's duration, which Airflow's task instance still carries."""
+    from datetime import datetime, timedelta, timezone
+
+    from dli_airflow.workflow import WorkflowRun, task_from_api
+
+    start = datetime.now(timezone.utc) - timedelta(seconds=30)
+    running = WorkflowRun(run_id="r", dataset_name="d", status="RUNNING", run_type="adhoc", started_at=start)
+    assert running.duration_seconds is None and 29 <= running.elapsed_seconds < 120
+    ended = running.model_copy(update={"status": "COMPLETED", "finished_at": start + timedelta(seconds=12)})
+    assert ended.duration_seconds == 12 == ended.elapsed_seconds
+    retrying = task_from_api({"task_id": "run", "state": "running", "try_number": 2,
+                              "start_date": start.isoformat(), "end_date": None, "duration": 302.8})
+    assert retrying.duration_seconds is None
+    done = task_from_api({"task_id": "run", "state": "success", "try_number": 2, "start_date": start.isoformat(),
+                          "end_date": (start + timedelta(seconds=5)).isoformat(), "duration": 5.0})
+    assert done.duration_seconds == 5.0
