@@ -227,13 +227,27 @@ def stop(
 
 @app.command("status")
 def status(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    run_id: Annotated[str, typer.Argument(help="Run id, or a dataset name for its latest run.", metavar="RUN_ID|NAME")],
     dataset: DatasetOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Show a run's state, its task tries and, for a failed run, the error."""
+    """Show a run's state, its task tries and, for a failed run, the error (a dataset name: its latest run)."""
+    from dli_airflow.errors import DliError, WorkflowExecutionError
+
     with _client() as client:
-        result = client.get_status(run_id, dataset=dataset)
+        try:
+            result = client.get_status(run_id, dataset=dataset)
+        except WorkflowExecutionError as not_a_run:
+            if dataset is not None:
+                raise
+            # not a run id: a dataset name shows that dataset's latest run
+            try:
+                latest = client.history(dataset_name=run_id, limit=1).runs
+            except DliError:
+                latest = ()
+            if not latest:
+                raise not_a_run from None
+            result = client.get_status(latest[0].run_id, dataset=run_id)
     if fmt is OutputFormat.json:
         print_json(result.model_dump(mode="json") | {"is_running": result.is_running, "is_terminal": result.is_terminal,
                                                      "duration_seconds": result.duration_seconds})

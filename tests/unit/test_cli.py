@@ -503,3 +503,28 @@ def test_history_takes_the_dataset_as_its_argument(runner: CliRunner, monkeypatc
     assert asked == ["team.daily", "team.daily"]
     both = runner.invoke(app, ["workflow", "history", "team.daily", "-d", "team.other"])
     assert both.exit_code != 0 and "two datasets" in both.output
+
+
+def test_status_of_a_dataset_name_shows_its_latest_run(runner: CliRunner, monkeypatch) -> None:
+    import contextlib
+
+    from dli_airflow.errors import WorkflowExecutionError
+    from dli_airflow.workflow import WorkflowHistoryResult, WorkflowRun, WorkflowStatusResult
+
+    latest = WorkflowRun(run_id="manual__2026", dataset_name="team.daily", status="COMPLETED", run_type="adhoc")
+
+    class Client:
+        def get_status(self, run_id, *, dataset=None):  # noqa: ANN001, ANN202
+            if run_id != "manual__2026":
+                raise WorkflowExecutionError(f"No run {run_id!r} in Airflow")
+            return WorkflowStatusResult(run=latest)
+
+        def history(self, *, dataset_name, limit):  # noqa: ANN001, ANN202
+            return WorkflowHistoryResult(runs=(latest,) if dataset_name == "team.daily" else (), total_count=1)
+
+    monkeypatch.setattr("dli_airflow.cli.workflow._client", lambda: contextlib.nullcontext(Client()))
+    shown = runner.invoke(app, ["workflow", "status", "team.daily"])
+    assert shown.exit_code == 0, shown.output
+    assert "manual__2026" in shown.stdout and "COMPLETED" in shown.stdout
+    nothing = runner.invoke(app, ["workflow", "status", "team.nope"])
+    assert nothing.exit_code != 0 and "No run 'team.nope'" in nothing.output
