@@ -132,7 +132,8 @@ class RunMethods:
             body = {"start": str(start_date), "end": str(end_date), "parameters": dict(parameters or {}),
                     "source": source.value if source else None, "dry_run": dry_run}
             # a retry could start a second backfill (409 then): not retried
-            return WorkflowRunResult.model_validate(self._dli("POST", f"/workflows/{dataset_name}/backfills", json=body))
+            started = WorkflowRunResult.model_validate(self._dli("POST", f"/workflows/{dataset_name}/backfills", json=body))
+            return self._with_run_ids(started)
         # Airflow without dli's control plane: only the DAG's own params to check the names against
         start, end = backfill_window(start_date, end_date, parameters)
         dag = self._require_dag(dataset_name)
@@ -156,7 +157,17 @@ class RunMethods:
             )
         if response.status_code != 200:
             raise ParameterError(f"Airflow refused the backfill of {dataset_name!r}: {detail(response)}")
-        return backfill_started(dataset_name, dates, int(response.json()["id"]))
+        return self._with_run_ids(backfill_started(dataset_name, dates, int(response.json()["id"])))
+
+    def _with_run_ids(self, started: WorkflowRunResult) -> WorkflowRunResult:
+        """A started backfill with the ids of the runs Airflow made for it (what `status` and `stop` take)."""
+        if started.dry_run or started.backfill_id is None:
+            return started
+        try:
+            runs = self.backfill_runs(started.dataset_name, started.backfill_id)
+        except DliError:  # the backfill is started either way; `history NAME` lists its runs
+            return started
+        return started.model_copy(update={"run_ids": tuple(r.run_id for r in runs)})
 
     def backfill_runs(self, dataset_name: str, backfill_id: int) -> list[WorkflowRun]:
         """The runs of a backfill, in logical-date order."""
@@ -429,10 +440,11 @@ def backfill_started(name: str, dates: tuple[datetime, ...], backfill_id: int | 
             dataset_name=name, action="backfill", dry_run=True, logical_dates=dates,
             message=f"dry run: would run {len(dates)} date(s) from {dates[0]} to {dates[-1]}",
         )
+    # no run_id: a backfill is many runs, whose ids Airflow chooses (``run_ids``, once they are listed)
     return WorkflowRunResult(
-        dataset_name=name, action="backfill", run_id=make_run_id(name, "backfill"), run_status=RunStatus.PENDING,
-        logical_dates=dates, backfill_id=backfill_id,
-        message=f"Backfill started: {len(dates)} date(s) from {dates[0].date()} to {dates[-1].date()}",
+        dataset_name=name, action="backfill", run_status=RunStatus.PENDING, logical_dates=dates,
+        backfill_id=backfill_id,
+        message=f"Backfill {backfill_id} started: {len(dates)} date(s) from {dates[0].date()} to {dates[-1].date()}",
     )
 
 

@@ -60,7 +60,7 @@ def check_backfill(conf: Mapping[str, Any], previous_run: Any | None) -> None:
     if str(previous_run.state).lower().endswith("failed"):
         raise WorkflowExecutionError(
             f"an earlier date of this backfill failed (run {previous_run.run_id}), so this date is not run",
-            hint="fix the failure, then run the backfill again from the failed date",
+            hint="fix the failure, then run the backfill again: a rerun starts again from its first date",
         )
 
 

@@ -177,6 +177,12 @@ def backfill(
                 if dry_run:
                     for moment in result.logical_dates:
                         typer.echo(f"  {moment.isoformat()}")
+                else:
+                    ids = result.run_ids
+                    if ids:
+                        shown = ", ".join(ids) if len(ids) <= 3 else f"{ids[0]} … {ids[-1]} ({len(ids)} runs)"
+                        typer.echo(f"  runs: {shown}")
+                    typer.echo(f"  follow it: dli workflow history {name}; one run: dli workflow status RUN_ID -d {name}")
             return
         if fmt is OutputFormat.table:
             typer.echo(result.message)

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 import pytest
 from celery_support import Postgres, Redis, Workers, pss_mib
-from e2e_support import wait_until
+from e2e_support import query_duckdb, wait_until
 
 from dli_airflow import dev
 from dli_airflow.client import WorkflowClient
@@ -171,8 +170,7 @@ def test_a_backfill_runs_in_order_across_both_workers(celery: CeleryStack) -> No
         result = client.backfill("e2e.daily", "2024-05-01", "2024-05-05", {"label": "celery-bf"})
         runs = client.wait_backfill(result, poll=1.0, timeout=400)
     assert [r.status for r in runs] == [RunStatus.COMPLETED] * 5
-    with duckdb.connect(str(celery.home / "dli.duckdb"), read_only=True) as con:
-        days = con.execute("SELECT d FROM e2e_daily_log WHERE label = 'celery-bf' ORDER BY ts").fetchall()
+    days = query_duckdb(celery.home / "dli.duckdb", "SELECT d FROM e2e_daily_log WHERE label = 'celery-bf' ORDER BY ts")
     assert [d[0].isoformat() for d in days] == [f"2024-05-0{i}" for i in range(1, 6)]
     hosts = [h for r in runs for h in celery.hostnames("e2e.daily", r.run_id)]
     # Redis serves blocked workers in turn, and runs of a backfill go one at a time: both take part

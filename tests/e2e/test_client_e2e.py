@@ -8,10 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
-from e2e_support import wait_until
+from e2e_support import query_duckdb, wait_until
 
 from dli_airflow.client import WorkflowClient
 from dli_airflow.errors import (
@@ -53,8 +52,7 @@ def test_run_with_parameters_completes(client, airflow):
     assert task.task_id == "run" and task.state == "success" and task.try_number == 1
     assert final.run.parameters == {"execution_date": "2023-06-01", "label": "it's"}
     assert "through dli" in (final.run.note or "")
-    with duckdb.connect(str(_db(airflow)), read_only=True) as con:
-        assert ("it's",) in con.execute("SELECT label FROM e2e_daily_log WHERE d = DATE '2023-06-01'").fetchall()
+    assert ("it's",) in query_duckdb(_db(airflow), "SELECT label FROM e2e_daily_log WHERE d = DATE '2023-06-01'")
     log = client.logs(result.run_id)
     assert any("DATE '2023-06-01'" in line for line in log.lines)
 
@@ -112,11 +110,14 @@ def test_backfill_runs_three_dates_in_order(client, airflow):
     dry = client.backfill("e2e.daily", "2024-03-01", "2024-03-03", {"label": "bf"}, dry_run=True)
     assert [d.date().isoformat() for d in dry.logical_dates] == ["2024-03-01", "2024-03-02", "2024-03-03"]
     result = client.backfill("e2e.daily", "2024-03-01", "2024-03-03", {"label": "bf"})
+    # no invented run id: the ids of the runs Airflow made, which status and stop take
+    assert result.run_id is None and len(result.run_ids) == 3
+    assert client.get_status(result.run_ids[0], dataset="e2e.daily").run.run_type == "backfill"
     runs = client.wait_backfill(result, poll=1.0, timeout=240)
     assert [r.status for r in runs] == [RunStatus.COMPLETED] * 3
+    assert set(result.run_ids) == {r.run_id for r in runs}
     assert all(r.run_type == "backfill" for r in runs)
-    with duckdb.connect(str(_db(airflow)), read_only=True) as con:
-        days = con.execute("SELECT d FROM e2e_daily_log WHERE label = 'bf' ORDER BY ts").fetchall()
+    days = query_duckdb(_db(airflow), "SELECT d FROM e2e_daily_log WHERE label = 'bf' ORDER BY ts")
     assert [d[0].isoformat() for d in days] == ["2024-03-01", "2024-03-02", "2024-03-03"]
 
 
@@ -128,8 +129,7 @@ def test_backfill_with_wait_stops_at_the_first_failure(client, airflow):
     assert by_day["2024-01-02"] is RunStatus.FAILED
     assert by_day.get("2024-01-03") is not RunStatus.COMPLETED
     time.sleep(5)  # nothing runs after the cancel
-    with duckdb.connect(str(_db(airflow)), read_only=True) as con:
-        done = [r[0].isoformat() for r in con.execute("SELECT d FROM e2e_flaky_log ORDER BY d").fetchall()]
+    done = [r[0].isoformat() for r in query_duckdb(_db(airflow), "SELECT d FROM e2e_flaky_log ORDER BY d")]
     assert "2024-01-03" not in done and "2024-01-01" in done
 
 

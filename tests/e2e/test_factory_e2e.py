@@ -6,10 +6,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
-from e2e_support import wait_until
+from e2e_support import query_duckdb, wait_until
 
 from dli_airflow.catalog import scan
 from dli_airflow.store import LocalStore
@@ -77,10 +76,9 @@ def test_triggered_run_with_parameters_writes_the_expected_rows(airflow):
     assert [r[1] for r in summary["rows"]] == ["campaign_0", "campaign_1", "campaign_2"]
     assert "DATE '2024-01-15'" in rendered["rendered_fields"]["sql"]
     database = Path(airflow.home) / "dli.duckdb"
-    with duckdb.connect(str(database), read_only=True) as con:
-        rows = con.execute(
-            "SELECT campaign, clicks FROM daily_clicks WHERE click_date = DATE '2024-01-15' ORDER BY campaign"
-        ).fetchall()
+    rows = query_duckdb(
+        database, "SELECT campaign, clicks FROM daily_clicks WHERE click_date = DATE '2024-01-15' ORDER BY campaign"
+    )
     assert rows == [("campaign_0", 20), ("campaign_1", 20), ("campaign_2", 20)]
 
 
