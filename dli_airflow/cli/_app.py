@@ -71,6 +71,17 @@ class _BoundaryGroup(TyperGroup):
     """The root group, the CLI's one error boundary: a DliError anywhere below it becomes one line on stderr
     and exit code 1; Ctrl-C becomes "cancelled" and exit code 130; anything else one line and exit 1."""
 
+    #: the common options every command takes wherever they are written (seed 003 §3.2): `dli workflow run X -v`
+    COMMON_FLAGS = ("-v", "--verbose")
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """Move ``-v``/``--verbose`` written after the sub-command (but before a ``--``) to the root."""
+        end = args.index("--") if "--" in args else len(args)
+        hoisted = [a for a in args[:end] if a in self.COMMON_FLAGS]
+        if hoisted:
+            args = [hoisted[0]] + [a for a in args[:end] if a not in self.COMMON_FLAGS] + args[end:]
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)

@@ -528,3 +528,13 @@ def test_status_of_a_dataset_name_shows_its_latest_run(runner: CliRunner, monkey
     assert "manual__2026" in shown.stdout and "COMPLETED" in shown.stdout
     nothing = runner.invoke(app, ["workflow", "status", "team.nope"])
     assert nothing.exit_code != 0 and "No run 'team.nope'" in nothing.output
+
+
+def test_verbose_works_after_the_sub_command(runner: CliRunner, tmp_path: Path) -> None:
+    """`-v` is a common option: `dli spec validate FILE -v` is `dli -v spec validate FILE`."""
+    bad = Path(__file__).resolve().parents[2] / "examples" / "broken" / "bad.yaml"
+    for args in (["-v", "spec", "validate", str(bad)], ["spec", "validate", str(bad), "-v"],
+                 ["spec", "validate", "-v", str(bad)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "No such option" not in result.output, (args, result.output)
+        assert "DLI-201" in result.output
