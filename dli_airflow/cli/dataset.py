@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -32,7 +33,8 @@ left out is today in the schedule's time zone. --start/--end run every scheduled
 
 @app.command("run", help=RUN_HELP)
 def run(
-    name: Annotated[str, typer.Argument(help="Dataset name (as in the spec's name:).")],
+    name: Annotated[str, typer.Argument(help="Dataset name (as in the spec's name:), or a spec file (SPEC.yaml).",
+                                        metavar="NAME|SPEC.yaml")],
     local: Annotated[bool, typer.Option("--local", help="Run on this machine (the only mode of `dataset run`).")] = True,
     param: ParamOption = None,
     store: Annotated[Optional[str], typer.Option("--store", metavar="STORE", help="Store folder; default [dli] spec_store.")] = None,
@@ -53,14 +55,36 @@ def run(
     last = parse_day(end, "--end") if end is not None else None
     if (first is None) != (last is None):
         raise ParameterError("give both --start and --end", hint="e.g. --start 2024-01-01 --end 2024-01-07")
-    snapshot = scan(store)
-    entry = snapshot.get(name)
+    entry = _spec_file_entry(name) if _is_spec_file(name) else scan(store).get(name)
     if first is not None and last is not None:
         results = _run_range_with_progress(entry, given, first, last, dry_run, duckdb_path, fmt)
     else:
         results = [run_entry(entry, given, dry_run=dry_run, duckdb_path=duckdb_path)]
     estimate = _bigquery_estimate(entry, given) if dry_run and entry.spec.resolved_engine == "bigquery" else None
     _print_results(results, fmt, dry_run, estimate)
+
+
+def _is_spec_file(name: str) -> bool:
+    """A spec file the user names (``dli dataset run my_ds.yaml``) rather than a dataset of the store: a name
+    with a YAML suffix that is a file here (a dataset name may end in ``.yaml`` only if no such file exists)."""
+    from dli_airflow.store import SPEC_SUFFIXES
+
+    return name.lower().endswith(tuple(SPEC_SUFFIXES)) and Path(name).is_file()
+
+
+def _spec_file_entry(name: str) -> Any:
+    """The spec file as a store entry: validated like `dli spec validate FILE` (its query_file relative to it)."""
+    from dli_airflow.catalog import SpecEntry, load_entry
+    from dli_airflow.kinds import DatasetStatus, SourceType
+    from dli_airflow.store import SingleFileStore
+
+    spec_file = Path(name)
+    store = SingleFileStore.for_file(spec_file)
+    rel = spec_file.resolve().relative_to(store.root.resolve()).as_posix()
+    loaded = load_entry(store, rel)
+    source = SourceType.MANUAL if rel.startswith("manual/") else SourceType.CODE
+    return SpecEntry(spec=loaded.spec, source=source, status=DatasetStatus.ACTIVE, path=str(spec_file),
+                     sql=loaded.sql, sql_path=loaded.sql_path)
 
 
 def _bigquery_estimate(entry: Any, given: dict[str, str]) -> dict[str, Any]:

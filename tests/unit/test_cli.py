@@ -538,3 +538,21 @@ def test_verbose_works_after_the_sub_command(runner: CliRunner, tmp_path: Path) 
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and "No such option" not in result.output, (args, result.output)
         assert "DLI-201" in result.output
+
+
+def test_dataset_run_takes_the_spec_file_just_written(runner: CliRunner, tmp_path: Path) -> None:
+    """`dli dataset run my_ds.yaml` runs that file (its query_file relative to it), no store needed; a broken
+    file is the same error `dli spec validate` gives."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "q.sql").write_text("SELECT {{ n }} * 2 AS doubled")
+    (folder / "my_ds.yaml").write_text(yaml.safe_dump({
+        "name": "demo.mine", "owner": "a@example.com", "query_file": "q.sql",
+        "parameters": [{"name": "n", "type": "integer", "default": 21}],
+    }))
+    result = runner.invoke(app, ["dataset", "run", str(folder / "my_ds.yaml"), "--duckdb", str(tmp_path / "w.duckdb")])
+    assert result.exit_code == 0, result.output
+    assert "42" in result.stdout
+    (folder / "broken.yaml").write_text("name: demo.broken\nowner: a@example.com\nquery: SELECT 1\nschedule: {cron: '0 9 * *'}\n")
+    broken = runner.invoke(app, ["dataset", "run", str(folder / "broken.yaml")])
+    assert broken.exit_code == 1 and "DLI-201" in broken.output and "has 4 fields" in broken.output
