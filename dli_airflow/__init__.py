@@ -48,7 +48,7 @@ _LAZY: dict[str, str] = {
     **{
         name: "dli_airflow.errors"
         for name in (
-            "ConfigError", "DatasetNotFoundError", "DevError", "DliError", "ExecutionError",
+            "ConfigError", "DatasetNotFoundError", "DevError", "DliError", "ErrorCode", "ExecutionError",
             "ExecutionPermissionError", "ExecutionTimeoutError", "ParameterError", "Problem",
             "ReleaseConflictError", "ServerAuthError",
             "ServerExecutionError", "ServerUnreachableError", "SpecConflictError", "SpecFileNotFoundError",
@@ -69,6 +69,7 @@ __all__ = [
     "DatasetStatus",
     "DevError",
     "DliError",
+    "ErrorCode",
     "ExecutionError",
     "ExecutionPermissionError",
     "ExecutionTimeoutError",

@@ -55,18 +55,80 @@ class Problem:
         return text
 
 
+class ErrorCode(str, Enum):
+    """Every code a :class:`DliError` carries: ``e.code.value == "DLI-800"``, and ``e.code`` is also the string
+    itself (``str(e.code) == e.code == "DLI-800"``, as in logs, JSON and ``startswith``)."""
+
+    DLI_000 = "DLI-000"
+    DLI_001 = "DLI-001"
+    DLI_010 = "DLI-010"
+    DLI_101 = "DLI-101"
+    DLI_102 = "DLI-102"
+    DLI_103 = "DLI-103"
+    DLI_201 = "DLI-201"
+    DLI_202 = "DLI-202"
+    DLI_203 = "DLI-203"
+    DLI_204 = "DLI-204"
+    DLI_205 = "DLI-205"
+    DLI_301 = "DLI-301"
+    DLI_401 = "DLI-401"
+    DLI_404 = "DLI-404"
+    DLI_405 = "DLI-405"
+    DLI_406 = "DLI-406"
+    DLI_501 = "DLI-501"
+    DLI_502 = "DLI-502"
+    DLI_503 = "DLI-503"
+    DLI_504 = "DLI-504"
+    DLI_800 = "DLI-800"
+    DLI_801 = "DLI-801"
+    DLI_802 = "DLI-802"
+    DLI_803 = "DLI-803"
+    DLI_804 = "DLI-804"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    # equal to its string, so it must hash like it (a dict keyed by codes is looked up with JSON's strings)
+    __hash__ = str.__hash__
+
+
 class DliError(Exception):
     """Base of every error dli-airflow raises on purpose."""
 
-    code: str = "DLI-000"
+    code: ErrorCode = ErrorCode.DLI_000
     hint: str | None = None
 
-    def __init__(self, message: str, *, hint: str | None = None, problems: list[Problem] | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("code")
+        if own is not None and not isinstance(own, ErrorCode):
+            cls.code = ErrorCode(own)  # a subclass writes code = "DLI-xyz": one of ErrorCode's, or it fails here
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        problems: list[Problem] | None = None,
+        dataset_name: str | None = None,
+        run_id: str | None = None,
+        path: str | None = None,
+        field: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if hint is not None:
             self.hint = hint
         self.problems: list[Problem] = list(problems or [])
+        first = self.problems[0] if self.problems else None
+        #: what the error is about, where it applies (seed 001 §3.3): the dataset, the run, the file and field
+        self.dataset_name = dataset_name
+        self.run_id = run_id
+        self.path = path if path is not None else (first.file if first else None)
+        self.field = field if field is not None else (first.field if first else None)
 
     def __str__(self) -> str:
         return self.message

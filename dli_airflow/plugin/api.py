@@ -99,12 +99,12 @@ def not_in_airflow(name: str, *, in_store: bool, path: str | None = None) -> Wor
     if in_store:
         where = f" ({path})" if path else ""
         return WorkflowNotFoundError(
-            f"Workflow {name!r} is in the spec store{where} but Airflow has not parsed it yet",
+            f"Workflow {name!r} is in the spec store{where} but Airflow has not parsed it yet", dataset_name=name,
             hint=f"try again in a few seconds (a registered spec is parsed at once; a published one at the next "
             f"parse); `dli workflow get {name}` shows when it is in Airflow",
         )
     return WorkflowNotFoundError(
-        f"Workflow {name!r} is not a dli workflow in Airflow",
+        f"Workflow {name!r} is not a dli workflow in Airflow", dataset_name=name,
         hint="check the name with `dli workflow list`, or register its spec first (`dli workflow register SPEC.yaml`)",
     )
 

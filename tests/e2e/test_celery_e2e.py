@@ -4,7 +4,7 @@ The store is published to S3 with ``dli spec publish`` (``manual/`` written by h
 each worker has its own cache folder, empty at start, like a pod. Checks: a run lands on a worker and
 completes; a 5-date backfill runs in order across both workers; stop → KILLED with the task process gone;
 a publish of a changed release is picked up and no DAG disappears meanwhile; a 60 s store outage keeps
-every DAG; what the eight services cost in memory.
+every DAG; what the nine services (with the triggerer dli dev up starts) cost in memory.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def test_a_60_s_store_outage_keeps_every_dag(celery: CeleryStack) -> None:
     assert celery.dag_ids() == before
 
 
-def test_the_eight_services_fit_the_machine(celery: CeleryStack, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_nine_services_fit_the_machine(celery: CeleryStack, capsys: pytest.CaptureFixture[str]) -> None:
     services = {**celery.processes, **{f"celery worker {n}": p for n, p in celery.workers.pids().items()},
                 "postgres": celery.postgres.proc.pid, "redis": celery.redis.proc.pid, "moto": celery.moto.proc.pid}
     memory = {name: pss_mib(pid) for name, pid in services.items()}
@@ -250,5 +250,5 @@ def test_the_eight_services_fit_the_machine(celery: CeleryStack, capsys: pytest.
     with capsys.disabled():
         print("\nCelery tier memory (PSS, MiB, each with its children): "
               + ", ".join(f"{n} {m:.0f}" for n, m in memory.items()) + f"; total {total:.0f}")
-    assert len(memory) == 8 and all(m > 1 for m in memory.values()), memory
+    assert len(memory) == 9 and all(m > 1 for m in memory.values()), memory  # the triggerer came with dev up
     assert total < 12 * 1024  # half of the machine's 24 GiB

@@ -120,3 +120,23 @@ def test_str_is_the_message_and_errors_are_exceptions() -> None:
     assert isinstance(error, errors.ExecutionError) and isinstance(error, Exception)
     with pytest.raises(DliError):
         raise error
+
+
+def test_every_error_code_is_a_string_enum_and_errors_carry_their_context():
+    """Seed 001 §3.3: ``e.code.value`` and ``str(e.code)`` are the code; the error names what it is about."""
+    import json
+
+    from dli_airflow import ErrorCode
+    from dli_airflow.errors import Problem, SpecValidationError, WorkflowNotFoundError, all_error_classes
+
+    for cls in all_error_classes():
+        assert isinstance(cls.code, ErrorCode) and str(cls.code) == cls.code.value == cls.code
+        assert f"[{cls.code}]" == f"[{cls.code.value}]"
+    error = WorkflowNotFoundError("no such workflow", dataset_name="team.daily")
+    assert error.code.value == "DLI-800" and error.dataset_name == "team.daily" and error.run_id is None
+    assert {ErrorCode.DLI_800: "found"}["DLI-800"] == "found"  # hashes like its string
+    assert json.loads(json.dumps(error.to_dict()))["code"] == "DLI-800"
+    invalid = SpecValidationError("bad spec", problems=[Problem("4 fields", file="code/a.yaml", field="schedule.cron")])
+    assert (invalid.path, invalid.field) == ("code/a.yaml", "schedule.cron")
+    with pytest.raises(ValueError):
+        type("Bogus", (WorkflowNotFoundError,), {"code": "DLI-999"})

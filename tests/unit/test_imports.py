@@ -169,7 +169,7 @@ def test_spec_validate_runs_without_airflow(tmp_path) -> None:  # noqa: ANN001
 #: The public API of ``import dli_airflow``: adding a name is a decision, removing one breaks users.
 PUBLIC = [
     "ConfigError", "DatasetNotFoundError", "DatasetNotifier", "DatasetQueryOperator", "DatasetSpec",
-    "DatasetStatus", "DevError", "DliError", "ExecutionError", "ExecutionPermissionError", "ExecutionTimeoutError",
+    "DatasetStatus", "DevError", "DliError", "ErrorCode", "ExecutionError", "ExecutionPermissionError", "ExecutionTimeoutError",
     "NotificationSpec", "ParameterError", "ParameterSpec", "Problem", "ReleaseConflictError", "RetrySpec",
     "RunStatus", "ScheduleSpec",
     "ServerAuthError", "ServerExecutionError", "ServerUnreachableError", "SourceType", "SpecConflictError",
