@@ -312,7 +312,6 @@ FLOOR_PY = '''\
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from airflow.sdk import DAG, Asset, AssetAll, AssetOrTimeSchedule, CronTriggerTimetable, Param
 
@@ -321,17 +320,6 @@ from dli_airflow.operators import DatasetQueryOperator
 from dli_airflow.spec import DatasetSpec, NotificationSpec
 
 START = datetime(2000, 1, 1, tzinfo=timezone.utc)
-ZONES = {}
-
-
-def _start(row):
-    """As the factory: a scheduled DAG starts at midnight in its schedule's zone (the DAG's time zone)."""
-    zone = row["timezone"] if row["scheduled"] else "UTC"
-    if zone == "UTC":
-        return START
-    if zone not in ZONES:
-        ZONES[zone] = START.replace(tzinfo=ZoneInfo(zone))
-    return ZONES[zone]
 
 
 def _asset(name):
@@ -358,7 +346,7 @@ def _build(rows):
         if row["timeout_s"]:
             default_args["execution_timeout"] = timedelta(seconds=row["timeout_s"])
         dag = DAG(
-            dag_id=row["dag_id"], schedule=_schedule(row), start_date=_start(row), catchup=False, max_active_runs=1,
+            dag_id=row["dag_id"], schedule=_schedule(row), start_date=START, catchup=False, max_active_runs=1,
             is_paused_upon_creation=row["paused"], default_args=default_args, tags=row["tags"],
             params={k: Param(p.pop("default"), **p) for k, p in row["params"].items()},
             doc_md=row["doc_md"], description=row["description"], auto_register=False,

@@ -35,20 +35,10 @@ log = logging.getLogger(__name__)
 
 #: The DAG that lists the store's problems (shown only while there are some).
 ERRORS_DAG_ID = "dli_spec_errors"
-#: Start of every dataset DAG's schedule: early enough for any backfill people run. A scheduled dataset's DAG
-#: starts at this date's midnight in the spec's time zone (:func:`start_date`), so the DAG's time zone is the
-#: spec's: Airflow takes a DAG's ``timezone`` from its start date, and shows it on the DAG's details.
+#: Start of every dataset DAG's schedule: early enough for any backfill people run. UTC for every DAG: the
+#: timetable carries the spec's zone, and Airflow 3.3's DAG details show the server's [core] default_timezone
+#: whatever a DAG's start date says (so the doc header and description name the zone instead).
 START_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
-
-
-@lru_cache(maxsize=512)
-def start_date(zone: str | None) -> datetime:
-    """The start date of a DAG whose schedule is in ``zone`` (UTC without one)."""
-    if not zone or zone == "UTC":
-        return START_DATE
-    from zoneinfo import ZoneInfo
-
-    return START_DATE.replace(tzinfo=ZoneInfo(zone))
 
 
 @lru_cache(maxsize=1024)
@@ -177,7 +167,7 @@ def build_dag(entry: SpecEntry, default_engine: str | None = None) -> DAG:
     dag = DAG(
         dag_id=spec.name,
         schedule=_schedule(spec),
-        start_date=start_date(schedule.timezone if schedule else None),
+        start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=not (schedule.enabled if schedule else True),

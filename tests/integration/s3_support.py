@@ -182,6 +182,7 @@ class S3Proxy:
         self.ignoring: set[str] = set()
         self._fault: Fault | None = None
         self._lock = threading.Lock()
+        self._conditional = threading.Lock()
         self._release = threading.Event()
         proxy = self
 
@@ -201,6 +202,15 @@ class S3Proxy:
                 if fault is None:
                     with proxy._lock:
                         proxy.requests.append(request)
+                    if self.command in ("PUT", "POST", "DELETE") and (
+                        self.headers.get("If-None-Match") or self.headers.get("If-Match")
+                    ):
+                        # S3 checks a conditional write's precondition and stores the object atomically;
+                        # moto checks, then stores, so two racing writers can both pass under load. The proxy
+                        # makes the stand-in as atomic as S3 (one conditional write at a time).
+                        with proxy._conditional:
+                            self._forward(body, request)
+                        return
                     self._forward(body, request)
                     return
                 with proxy._lock:

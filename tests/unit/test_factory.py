@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 from datetime import date, datetime, timezone
-from zoneinfo import ZoneInfo
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -43,25 +42,20 @@ def test_one_dag_per_active_dataset(example_dags):
     assert "source:code" in example_dags["analytics.user_metrics"].tags
 
 
-def test_each_dag_runs_in_its_specs_time_zone_and_says_so(example_dags, dli_env):
-    """The DAG's own time zone is the spec's (what the DAG's details show; Airflow takes it from the start date)
-    and the doc header names the schedule with its zone; a spec without a schedule stays in UTC."""
-    from airflow.serialization.serialized_objects import DagSerialization
-
+def test_each_dags_doc_and_description_name_its_schedules_time_zone(example_dags, dli_env):
+    """The UI shows times in the viewer's zone and a cron summary carries none: the doc header says the
+    schedule with its zone, and so does the description of a spec that has none."""
     dag = example_dags["analytics.daily_clicks"]
-    assert str(dag.timezone) == "Asia/Seoul"
-    assert dag.start_date == datetime(2000, 1, 1, tzinfo=ZoneInfo("Asia/Seoul"))
-    assert DagSerialization.to_dict(dag)["dag"]["timezone"] == "Asia/Seoul"
+    assert str(dag.timetable.timezone) == "Asia/Seoul"
     assert "**schedule**: At 09:00, Asia/Seoul time (0 9 * * *)" in dag.doc_md
-    specs = {e.name: e.spec for e in scan(LocalStore(EXAMPLES)).active}
-    for name, s in specs.items():
-        if s.schedule is not None:
-            assert str(example_dags[name].timezone) == s.schedule.timezone, name
     store = dli_env / "store"
     (store / "code").mkdir(parents=True)
+    (store / "code" / "nodesc.yaml").write_text(
+        "name: team.nodesc\nowner: o@example.com\nquery: SELECT 1\nschedule: {cron: '30 6 * * *', timezone: Europe/Berlin}\n")
     (store / "code" / "adhoc.yaml").write_text("name: team.adhoc\nowner: o@example.com\nquery: SELECT 1\n")
-    adhoc = build_dags(str(store))["team.adhoc"]
-    assert str(adhoc.timezone) == "UTC" and "triggered only" in adhoc.doc_md
+    dags = build_dags(str(store))
+    assert dags["team.nodesc"].description == "At 06:30, Europe/Berlin time (30 6 * * *)"
+    assert "triggered only" in dags["team.adhoc"].doc_md
 
 
 def test_the_schedule_text_names_the_zone_and_reads_asset_or_cron():
