@@ -161,13 +161,17 @@ class RunMethods:
 
     def _with_run_ids(self, started: WorkflowRunResult) -> WorkflowRunResult:
         """A started backfill with the ids of the runs Airflow made for it (what `status` and `stop` take)."""
-        if started.dry_run or started.backfill_id is None:
+        if started.dry_run or started.backfill_id is None or not started.logical_dates:
             return started
-        try:
-            runs = self.backfill_runs(started.dataset_name, started.backfill_id)
+        try:  # Airflow creates a backfill's runs with it; a DAG has one run per logical date
+            raw = self._api.get(f"/dags/{started.dataset_name}/dagRuns", limit=1000, order_by="logical_date",
+                                logical_date_gte=min(started.logical_dates).isoformat(),
+                                logical_date_lte=max(started.logical_dates).isoformat())["dag_runs"]
         except DliError:  # the backfill is started either way; `history NAME` lists its runs
             return started
-        return started.model_copy(update={"run_ids": tuple(r.run_id for r in runs)})
+        wanted = set(started.logical_dates)
+        ids = [r["dag_run_id"] for r in raw if r.get("logical_date") and parse_time(r["logical_date"]) in wanted]
+        return started.model_copy(update={"run_ids": tuple(ids)})
 
     def backfill_runs(self, dataset_name: str, backfill_id: int) -> list[WorkflowRun]:
         """The runs of a backfill, in logical-date order."""
