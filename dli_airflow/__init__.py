@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     # the client and its results
     "WorkflowClient": "dli_airflow.client",
+    "FakeWorkflowClient": "dli_airflow.testing",
     "RunStatus": "dli_airflow.workflow",
     "TaskLog": "dli_airflow.workflow",
     "TaskRun": "dli_airflow.workflow",
@@ -73,6 +74,7 @@ __all__ = [
     "ExecutionError",
     "ExecutionPermissionError",
     "ExecutionTimeoutError",
+    "FakeWorkflowClient",
     "NotificationSpec",
     "ParameterError",
     "ParameterSpec",
@@ -136,6 +138,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from dli_airflow.catalog import SpecEntry, StoreSnapshot, open_store, scan
     from dli_airflow.client import WorkflowClient
+    from dli_airflow.testing import FakeWorkflowClient
     from dli_airflow.errors import (
         ConfigError,
         DatasetNotFoundError,

@@ -304,14 +304,21 @@ class WorkflowClient(RunMethods):
     # -- register -----------------------------------------------------------------------------------------
     def register(
         self,
-        spec_path: str | os.PathLike[str] | None = None,
+        dataset_name: str | os.PathLike[str] | None = None,
         *,
+        spec_path: str | os.PathLike[str] | None = None,
         spec: Any = None,
         sql: str | None = None,
+        path: str | os.PathLike[str] | None = None,
         force: bool = False,
         **overrides: Unpack[ScheduleOverrides],
     ) -> WorkflowRegisterResult:
-        """Register a spec as a manual workflow (written under ``manual/`` only).
+        """Register a dataset of the local project as a manual workflow (written under ``manual/`` only).
+
+        ``register("analytics.daily_clicks", cron="0 9 * * *", timezone="Asia/Seoul")`` finds the spec of that
+        name in the project folder ``path`` (default: the current folder; a folder of specs or a store folder).
+        The first argument may also be a spec file (``register("specs/daily_clicks.yaml")``), or pass
+        ``spec_path=``, or ``spec=`` (a :class:`~dli_airflow.spec.DatasetSpec` or dict) with ``sql=``.
 
         A name that exists in ``code/`` needs ``force=True``: the manual copy is stored but stays inactive
         (overridden). Re-registering an existing manual spec needs ``force=True`` too.
@@ -319,8 +326,15 @@ class WorkflowClient(RunMethods):
         :param overrides: schedule settings over the spec's (:class:`~dli_airflow.registry.ScheduleOverrides`:
             ``cron``, ``timezone``, ``enabled``, ``retry_max_attempts``, ``retry_delay_seconds``)
         """
-        from dli_airflow.registry import prepare_registration
+        from dli_airflow.registry import is_spec_path, prepare_registration, project_spec_path
 
+        if dataset_name is not None:
+            if spec_path is not None or spec is not None:
+                raise TypeError("give one of a dataset name (or spec file), spec_path= or spec=")
+            if is_spec_path(dataset_name):
+                spec_path = dataset_name
+            else:
+                spec_path = project_spec_path(str(dataset_name), path)
         # validated here first (a bad spec fails before anything is sent), and again on the server
         prepared = prepare_registration(spec_path=spec_path, spec=spec, sql=sql, **overrides)
         if not self._plane():

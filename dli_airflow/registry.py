@@ -36,7 +36,7 @@ from dli_airflow.errors import (
     WorkflowRegistrationError,
 )
 from dli_airflow.spec import DatasetSpec, DatasetStatus, SourceType, name_key, validate_spec
-from dli_airflow.store import SingleFileStore, SpecStore
+from dli_airflow.store import SPEC_SUFFIXES, SingleFileStore, SpecStore
 from dli_airflow.workflow import WorkflowInfo, WorkflowRegisterResult
 
 if TYPE_CHECKING:
@@ -138,6 +138,50 @@ def prepare_registration(
     return PreparedSpec(spec=validated, document=document, sql=sql_text if document.get("query_file") else None)
 
 
+def is_spec_path(target: str | os.PathLike[str]) -> bool:
+    """Whether ``register``'s first argument is a spec file rather than a dataset name of the project: a path
+    object, anything with a path separator, or a YAML file that exists here (dataset names have no ``/``)."""
+    if isinstance(target, os.PathLike):
+        return True
+    text = str(target)
+    if "/" in text or os.sep in text:
+        return True
+    return text.lower().endswith(SPEC_SUFFIXES) and Path(text).is_file()
+
+
+def project_spec_path(dataset_name: str, project: str | os.PathLike[str] | None = None) -> Path:
+    """The spec file of ``dataset_name`` in a local project (seed 001 ``register("name", cron=...)``).
+
+    The project (default: the current folder) is a folder of specs — a Git checkout, as ``dli spec publish``
+    reads it — or a store folder (``code/`` and ``manual/``: its winning copy). Every spec there is loaded
+    and validated, bounded like the store's reads.
+
+    :raises DatasetNotFoundError: no valid spec of that name there (close names suggested; a spec of that
+        name with a problem is reported as such)
+    """
+    from dli_airflow.catalog import scan
+    from dli_airflow.errors import DatasetNotFoundError
+    from dli_airflow.publish import SourceTree
+    from dli_airflow.store import LocalStore, is_store_root
+
+    folder = Path(project if project is not None else ".").expanduser()
+    if not folder.is_dir():
+        raise SpecFileNotFoundError(
+            f"The project folder {folder} does not exist", hint="pass --path (path=) the folder of your specs"
+        )
+    store: SpecStore = LocalStore(folder) if is_store_root(folder) else SourceTree(folder)
+    snapshot = scan(store)
+    try:
+        entry = snapshot.get(dataset_name)
+    except DatasetNotFoundError as exc:
+        message = exc.message.replace(f"the store {snapshot.store}", f"the project {folder}")
+        raise DatasetNotFoundError(
+            message, hint=f"pass the spec file, or --path (path=) the folder that holds {dataset_name}'s spec",
+            dataset_name=dataset_name, path=str(folder),
+        ) from None
+    return Path(store.display(entry.path)) if isinstance(store, SourceTree) else folder / entry.path
+
+
 #: The first line of every spec dli writes.
 HEADER = "# Registered through dli (manual/). Change it with `dli workflow update` or `dli workflow register --force`.\n"
 #: The second line: who wrote this version, how and when (JSON), read back by :func:`provenance`.
@@ -187,6 +231,7 @@ def write_manual(
     force: bool = False,
     expected_version: str | None = None,
     written_by: str | None = None,
+    at: str | None = None,
 ) -> WrittenSpec:
     """Write the spec (and its SQL) under ``manual/``: the SQL to a fresh key first, then the spec naming it.
 
@@ -196,17 +241,21 @@ def write_manual(
 
     :param expected_version: replace only this version (an update read it first), else DLI-801
     :param written_by: the provenance line (:func:`provenance_line`) to write under the header
+    :param at: the store path of the manual copy being replaced (an update, or ``force`` over a spec placed
+        by hand at ``manual/team/x.yaml``): written in place, its new SQL beside it. Default
+        ``manual/<name>.yaml``
 
     :raises WorkflowRegistrationError: DLI-801, the name is registered (or was, meanwhile) or the store
         refuses conditional writes
     """
     name = prepared.spec.name
-    spec_path = f"manual/{name}.yaml"
+    spec_path = at if at is not None and at.startswith("manual/") else f"manual/{name}.yaml"
     document = dict(prepared.document)
     sql_path: str | None = None
     sql = prepared.sql.encode("utf-8") if prepared.sql is not None else None
     if sql is not None:
-        sql_path = sql_key(name, sql)
+        # beside the spec: its query_file is relative to the spec's folder
+        sql_path = posixpath.join(posixpath.dirname(spec_path), posixpath.basename(sql_key(name, sql)))
         document["query_file"] = posixpath.basename(sql_path)
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
     try:
@@ -311,6 +360,13 @@ def registration_warning(snapshot: StoreSnapshot | None, name: str, *, force: bo
             f"Dataset {name!r} is already registered (manual)", hint="pass force=True (--force) to replace it"
         )
     return warning
+
+
+def manual_path_of(snapshot: StoreSnapshot | None, name: str) -> str | None:
+    """The store path of ``name``'s manual copy, if the store has one (a ``force`` registration replaces it there)."""
+    if snapshot is None:
+        return None
+    return next((e.path for e in snapshot.entries if e.name == name and e.source is SourceType.MANUAL), None)
 
 
 def registered_result(prepared: PreparedSpec, written: WrittenSpec, warning: str | None) -> WorkflowRegisterResult:

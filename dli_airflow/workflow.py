@@ -207,6 +207,11 @@ class WorkflowRunResult(_Result):
     run_ids: tuple[str, ...] = ()
     backfill_id: Optional[int] = None
 
+    @property
+    def status(self) -> Optional[RunStatus]:
+        """Seed 001's name for :attr:`run_status` (``result.status``)."""
+        return self.run_status
+
 
 class WorkflowRegisterResult(_Result):
     source_type: SourceType

@@ -407,7 +407,7 @@ def logs(
 
 @app.command("register")
 def register(
-    spec_path: Annotated[Path, typer.Argument(help="The spec YAML file (its query_file is registered with it).")],
+    target: Annotated[str, typer.Argument(metavar="NAME|SPEC.yaml", help="A dataset of the project (--path), or a spec YAML file (its query_file is registered with it).")],
     cron: Annotated[Optional[str], typer.Option("--cron", metavar="CRON", help="Override schedule.cron.")] = None,
     timezone: Annotated[Optional[str], typer.Option("--timezone", metavar="ZONE", help="Override schedule.timezone.")] = None,
     enabled: Annotated[Optional[bool], typer.Option("--enabled/--disabled", help="Override schedule.enabled.")] = None,
@@ -415,16 +415,17 @@ def register(
     retry_delay_seconds: Annotated[Optional[int], typer.Option("--retry-delay-seconds", metavar="SECONDS", help="Seconds between tries.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a manual spec, or store one a code spec overrides.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before storing a spec that code overrides.")] = False,
+    path: Annotated[Optional[Path], typer.Option("--path", metavar="DIR", help="The project folder a dataset NAME is found in (default: .).")] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Register a spec as a manual workflow (written under manual/ of the store; Airflow picks it up at its next parse)."""
+    """Register a dataset (by name from the project, or a spec file) as a manual workflow (written under manual/ of the store; Airflow picks it up at its next parse)."""
     from dli_airflow.errors import WorkflowRegistrationError
 
     with _client() as client:
         kwargs = dict(cron=cron, timezone=timezone, enabled=enabled, retry_max_attempts=retry_max_attempts,
                       retry_delay_seconds=retry_delay_seconds)
         try:
-            result = client.register(spec_path, force=force, **kwargs)
+            result = client.register(target, path=path, force=force, **kwargs)
         except WorkflowRegistrationError as exc:
             if "already exists in code/" not in exc.message or force:
                 raise
@@ -436,7 +437,7 @@ def register(
             )
             if not yes and not typer.confirm("Proceed?", default=False):
                 raise typer.Exit(code=1) from None
-            result = client.register(spec_path, force=True, **kwargs)
+            result = client.register(target, path=path, force=True, **kwargs)
     if fmt is OutputFormat.json:
         print_model(result)
     else:

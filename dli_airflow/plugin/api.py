@@ -285,7 +285,7 @@ def create_app() -> FastAPI:
         written under ``manual/`` only; then Airflow is asked to parse the DAG file at once."""
         from dli_airflow._yaml import load_yaml
         from dli_airflow.catalog import open_store
-        from dli_airflow.registry import prepare_registration, registration_warning, write_manual
+        from dli_airflow.registry import manual_path_of, prepare_registration, registration_warning, write_manual
 
         check_csrf(request)
         document = load_yaml(body.spec.encode("utf-8"), "<request body: spec>") if isinstance(body.spec, str) else body.spec
@@ -293,9 +293,10 @@ def create_app() -> FastAPI:
         name = prepared.spec.name
         # a name that is not a DAG yet can only be authorized against every DAG (DagDetails(id=None))
         require(user, "PUT", name if name in state.dli_dags(name) else None, f"register {name!r} as")
-        warning = registration_warning(state.snapshot(fresh=True), name, force=body.force)
+        current = state.snapshot(fresh=True)
+        warning = registration_warning(current, name, force=body.force)
         origin = _origin(request)
-        written = write_manual(open_store(), prepared, force=body.force,
+        written = write_manual(open_store(), prepared, force=body.force, at=manual_path_of(current, name),
                                written_by=provenance_line("register", name_of(user), request_from=origin))
         state.forget_snapshot()
         state.audit("dli.register", user, name, origin, spec=written.spec_path, sql=written.sql_path, force=body.force)
@@ -330,7 +331,7 @@ def create_app() -> FastAPI:
         sql = sql_file.data.decode("utf-8") if sql_file is not None else None
         prepared = prepare_registration(spec=document, sql=sql, **changes)
         origin = _origin(request)
-        written = write_manual(store, prepared, expected_version=current.version,
+        written = write_manual(store, prepared, expected_version=current.version, at=entry.path,
                                written_by=provenance_line("update", name_of(user), request_from=origin))
         state.forget_snapshot()
         state.audit("dli.update", user, name, origin, spec=written.spec_path, changes=changes)

@@ -170,6 +170,7 @@ def test_spec_validate_runs_without_airflow(tmp_path) -> None:  # noqa: ANN001
 PUBLIC = [
     "ConfigError", "DatasetNotFoundError", "DatasetNotifier", "DatasetQueryOperator", "DatasetSpec",
     "DatasetStatus", "DevError", "DliError", "ErrorCode", "ExecutionError", "ExecutionPermissionError", "ExecutionTimeoutError",
+    "FakeWorkflowClient",
     "NotificationSpec", "ParameterError", "ParameterSpec", "Problem", "ReleaseConflictError", "RetrySpec",
     "RunStatus", "ScheduleSpec",
     "ServerAuthError", "ServerExecutionError", "ServerUnreachableError", "SourceType", "SpecConflictError",
