@@ -7,7 +7,7 @@ from __future__ import annotations
 import getpass
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from datetime import time as dtime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -16,7 +16,6 @@ from dli_airflow._api import detail
 from dli_airflow.errors import DliError, ParameterError, WorkflowExecutionError, parse_choice
 from dli_airflow.kinds import DatasetStatus, SourceType
 from dli_airflow.workflow import (
-    BACKFILL_TOKEN_KEY,
     KILLED_NOTE_PREFIX,
     RunStatus,
     TaskLog,
@@ -26,6 +25,9 @@ from dli_airflow.workflow import (
     WorkflowRun,
     WorkflowRunResult,
     WorkflowStatusResult,
+    backfill_id_of,
+    backfill_ref,
+    backfill_status,
     dataset_of_run_id,
     log_line_text,
     make_run_id,
@@ -123,8 +125,8 @@ class RunMethods:
         """Backfill with Airflow's backfill API: one run per scheduled time whose local date is in
         [start, end], in order, one at a time (``max_active_runs=1``). ``dry_run`` lists the dates.
 
-        The runs carry a backfill token in ``conf``: the run of a date whose previous date (same backfill)
-        failed fails at once without running its SQL, so the backfill stops at its first failure;
+        The run of a date whose previous date failed in the same backfill fails at once without running its
+        SQL (the operator checks the run's Airflow backfill), so the backfill stops at its first failure;
         :meth:`wait_backfill` (the CLI's ``--wait``) also cancels the remaining runs in Airflow.
         """
         if self._plane():
@@ -139,7 +141,7 @@ class RunMethods:
         dag = self._require_dag(dataset_name)
         conf = self._conf_without_spec(dataset_name, parameters)
         tz = self._api.get(f"/dags/{dataset_name}/details").get("timezone") or "UTC"
-        body = backfill_request(dataset_name, start, end, conf, tz, _user())
+        body = backfill_request(dataset_name, start, end, conf, tz)
         dry = self._api.request("POST", "/backfills/dry_run", json=body, ok=(200, 409, 422), idempotent=True)
         if dry.status_code != 200:
             raise WorkflowExecutionError(f"Airflow refused the backfill of {dataset_name!r}: {detail(dry)}")
@@ -174,14 +176,48 @@ class RunMethods:
         return started.model_copy(update={"run_ids": tuple(ids)})
 
     def backfill_runs(self, dataset_name: str, backfill_id: int) -> list[WorkflowRun]:
-        """The runs of a backfill, in logical-date order."""
+        """The runs of a backfill, in logical-date order: the backfill runs of the dataset inside its range."""
+        return self._backfill_runs(self._api.get(f"/backfills/{backfill_id}"), dataset_name)
+
+    def _backfill_runs(self, backfill: Mapping[str, Any], dataset_name: str | None = None) -> list[WorkflowRun]:
         runs = self._api.get(
-            f"/dags/{dataset_name}/dagRuns", run_type="backfill", limit=1000, order_by="logical_date"
+            f"/dags/{dataset_name or backfill['dag_id']}/dagRuns", run_type="backfill", limit=1000,
+            order_by="logical_date", logical_date_gte=backfill["from_date"], logical_date_lte=backfill["to_date"],
         )["dag_runs"]
-        backfill = self._api.get(f"/backfills/{backfill_id}")
-        created = parse_time(backfill["created_at"]) if backfill.get("created_at") else None
-        mine = [r for r in runs if created is None or parse_time(r["queued_at"] or r["run_after"]) >= created - timedelta(seconds=5)]
-        return [run_from_api(r) for r in mine]
+        return [run_from_api(r) for r in runs]
+
+    def _backfill(self, backfill_id: int) -> dict[str, Any]:
+        response = self._api.request("GET", f"/backfills/{backfill_id}", ok=(200, 404))
+        if response.status_code == 404:
+            raise WorkflowExecutionError(
+                f"No backfill {backfill_id} in Airflow", hint="the id is the one `dli workflow backfill` printed",
+                run_id=backfill_ref(backfill_id),
+            )
+        return dict(response.json())
+
+    def _backfill_status(self, backfill_id: int, dataset: str | None) -> WorkflowStatusResult:
+        """A backfill as one run: every date's run, one status for all (:func:`~dli_airflow.workflow.backfill_status`)."""
+        backfill = self._backfill(backfill_id)
+        if dataset is not None and backfill["dag_id"] != dataset:
+            raise WorkflowExecutionError(f"Backfill {backfill_id} is of {backfill['dag_id']!r}, not {dataset!r}",
+                                         run_id=backfill_ref(backfill_id))
+        runs = self._backfill_runs(backfill)
+        status = backfill_status(runs, completed=backfill.get("completed_at") is not None)
+        starts = [r.started_at for r in runs if r.started_at]
+        ends = [r.finished_at for r in runs if r.finished_at]
+        conf = {k: v for k, v in (backfill.get("dag_run_conf") or {}).items() if not k.startswith("__dli")}
+        run = WorkflowRun(
+            run_id=backfill_ref(backfill_id), dataset_name=backfill["dag_id"], status=status, run_type="backfill",
+            parameters=conf, logical_date=runs[0].logical_date if runs else None,
+            started_at=min(starts) if starts else None,
+            finished_at=max(ends) if ends and status.is_terminal else None,
+        )
+        error = None
+        failed = next((r for r in runs if r.status is RunStatus.FAILED), None)
+        if failed is not None:
+            first = self.get_status(failed.run_id, dataset=failed.dataset_name).error_message
+            error = f"{failed.logical_date:%Y-%m-%d} ({failed.run_id}): {first}" if first else None
+        return WorkflowStatusResult(run=run, error_message=error, runs=tuple(runs))
 
     def wait_backfill(
         self,
@@ -235,7 +271,13 @@ class RunMethods:
         return exact[0]
 
     def get_status(self, run_id: str, *, dataset: str | None = None) -> WorkflowStatusResult:
-        """The state of one run, its task tries, and for a failed run the error from the task's log."""
+        """The state of one run, its task tries, and for a failed run the error from the task's log.
+
+        A backfill's id (``backfill:12``, the ``run_id`` :meth:`backfill` returns) gives the backfill as one
+        run: ``runs`` holds each date's run, the status is all of them (RUNNING until every date ended)."""
+        backfill_id = backfill_id_of(run_id)
+        if backfill_id is not None:
+            return self._backfill_status(backfill_id, dataset)
         raw = self._find_run(run_id, dataset)
         run = run_from_api(raw)
         tis = self._api.get(f"/dags/{raw['dag_id']}/dagRuns/{run_id}/taskInstances")["task_instances"]
@@ -291,6 +333,11 @@ class RunMethods:
         self, run_id: str, task_id: str = "run", try_number: int | None = None, *, dataset: str | None = None
     ) -> TaskLog:
         """The log of a task try (default: the task ``run``, its latest try)."""
+        if backfill_id_of(run_id) is not None:
+            raise WorkflowExecutionError(
+                f"{run_id} is a backfill: each of its dates has its own log",
+                hint=f"pass one of its run ids (dli workflow status {run_id} lists them)", run_id=run_id,
+            )
         raw = self._find_run(run_id, dataset)
         if try_number is None:
             ti = self._api.request(
@@ -306,8 +353,14 @@ class RunMethods:
         """Stop a run: Airflow marks it failed and terminates its task process (SIGTERM, then SIGKILL ~5 s
         later); the run's note records that a user stopped it, so it reads ``KILLED``.
 
+        A backfill's id (``backfill:12``) stops the backfill: Airflow cancels the dates not started yet (they
+        read FAILED) and the running date is stopped (KILLED).
+
         :param wait: seconds to wait until the task instances have ended (0: return at once).
         """
+        backfill_id = backfill_id_of(run_id)
+        if backfill_id is not None:
+            return self._stop_backfill(backfill_id, dataset, wait)
         raw = self._find_run(run_id, dataset)
         run = run_from_api(raw)
         if run.status.is_terminal:
@@ -331,6 +384,28 @@ class RunMethods:
             dataset_name=dag_id, action="stop", run_id=run_id, run_status=RunStatus.KILLED, message=f"Stopped {run_id}"
         )
 
+    def _stop_backfill(self, backfill_id: int, dataset: str | None, wait: float) -> WorkflowRunResult:
+        backfill = self._backfill(backfill_id)
+        ref = backfill_ref(backfill_id)
+        if dataset is not None and backfill["dag_id"] != dataset:
+            raise WorkflowExecutionError(f"Backfill {backfill_id} is of {backfill['dag_id']!r}, not {dataset!r}", run_id=ref)
+        if backfill.get("completed_at") is not None:
+            raise WorkflowExecutionError(f"Backfill {backfill_id} has already ended; nothing to stop", run_id=ref)
+        self._api.request("PUT", f"/backfills/{backfill_id}/cancel", ok=(200, 409))  # 409: it just completed
+        stopped = 0
+        for run in self._backfill_runs(backfill):
+            if run.status is RunStatus.RUNNING:
+                try:
+                    self.stop(run.run_id, dataset=run.dataset_name, wait=wait)
+                    stopped += 1
+                except WorkflowExecutionError:  # it ended meanwhile
+                    pass
+        return WorkflowRunResult(
+            dataset_name=backfill["dag_id"], action="stop", run_id=ref, run_status=RunStatus.KILLED, backfill_id=backfill_id,
+            message=f"Stopped backfill {backfill_id}: the dates not started are cancelled"
+            + (", the running one stopped" if stopped else ""),
+        )
+
     def history(
         self,
         dataset_name: str | None = None,
@@ -339,7 +414,11 @@ class RunMethods:
         limit: int = 20,
         include_dataset_info: bool = False,
     ) -> WorkflowHistoryResult:
-        """Recent runs, newest first, across dli workflows (or one dataset)."""
+        """Recent runs, newest first, across dli workflows (or one dataset, or one backfill: ``backfill:12``)."""
+        backfill_id = backfill_id_of(dataset_name)
+        if backfill_id is not None:
+            runs = list(reversed(self._backfill_runs(self._backfill(backfill_id))))[:limit]
+            return WorkflowHistoryResult(runs=tuple(runs), total_count=len(runs))
         source = parse_choice(SourceType, source_type, "--source")
         wanted = parse_choice(RunStatus, run_status, "--status")
         dags = self._dli_dags() if dataset_name is None or source is not None or include_dataset_info else {}
@@ -410,17 +489,16 @@ def backfill_window(start_date: date | str, end_date: date | str, parameters: Ma
     return start, end
 
 
-def backfill_request(name: str, start: date, end: date, conf: dict[str, Any], tz: str, user: str) -> dict[str, Any]:
+def backfill_request(name: str, start: date, end: date, conf: dict[str, Any], tz: str) -> dict[str, Any]:
     """The body of Airflow's ``POST /backfills`` (and its dry run): the local dates [start, end] in ``tz``,
-    one run at a time, the runs tied together by a backfill token in their ``conf`` (the run of a date after
-    a failed one stops at once, see the operator)."""
+    one run at a time (the run of a date after a failed one stops at once: see the operator)."""
     zone = ZoneInfo(tz)
     return {
         "dag_id": name,
         "from_date": datetime.combine(start, dtime.min, tzinfo=zone).isoformat(),
         "to_date": datetime.combine(end, dtime.max.replace(microsecond=0), tzinfo=zone).isoformat(),
         "run_backwards": False,
-        "dag_run_conf": {**conf, BACKFILL_TOKEN_KEY: f"{user}@{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"},
+        "dag_run_conf": conf,  # the operator finds the runs' backfill itself: no key of dli's in their conf
         "reprocess_behavior": "completed",
         "max_active_runs": 1,
     }
@@ -444,10 +522,11 @@ def backfill_started(name: str, dates: tuple[datetime, ...], backfill_id: int | 
             dataset_name=name, action="backfill", dry_run=True, logical_dates=dates,
             message=f"dry run: would run {len(dates)} date(s) from {dates[0]} to {dates[-1]}",
         )
-    # no run_id: a backfill is many runs, whose ids Airflow chooses (``run_ids``, once they are listed)
+    # its run_id is the backfill as one id (``backfill:12``): status, stop, watch and history take it; the ids
+    # of its runs, which Airflow chooses, are ``run_ids`` once they are listed
     return WorkflowRunResult(
-        dataset_name=name, action="backfill", run_status=RunStatus.PENDING, logical_dates=dates,
-        backfill_id=backfill_id,
+        dataset_name=name, action="backfill", run_id=backfill_ref(backfill_id), run_status=RunStatus.PENDING,
+        logical_dates=dates, backfill_id=backfill_id,
         message=f"Backfill {backfill_id} started: {len(dates)} date(s) from {dates[0].date()} to {dates[-1].date()}",
     )
 

@@ -32,6 +32,33 @@ RUN_ID_PATTERN = re.compile(r"^(?P<dataset>.+)__(?P<kind>adhoc|backfill)__(?P<ts
 _AIRFLOW_RUN_TYPES = {"manual": "adhoc", "scheduled": "scheduled", "backfill": "backfill", "asset_triggered": "asset_triggered"}
 
 
+#: A backfill as one id (``backfill:12``: Airflow's backfill 12), which ``status``, ``stop``, ``watch`` and
+#: ``history`` take like a run id; dataset names and dli's run ids never contain ``:`` at that place.
+BACKFILL_REF_PREFIX = "backfill:"
+
+
+def backfill_ref(backfill_id: int) -> str:
+    return f"{BACKFILL_REF_PREFIX}{backfill_id}"
+
+
+def backfill_id_of(ref: str | None) -> int | None:
+    """Airflow's backfill id a ``backfill:12`` reference names, else ``None``."""
+    if ref and ref.startswith(BACKFILL_REF_PREFIX) and ref[len(BACKFILL_REF_PREFIX):].isdigit():
+        return int(ref[len(BACKFILL_REF_PREFIX):])
+    return None
+
+
+def backfill_status(runs: list[WorkflowRun], completed: bool) -> RunStatus:
+    """One status for a backfill's runs: ended once Airflow completed it and every run ended (then KILLED if a
+    user stopped one, FAILED if one failed, else COMPLETED); before that RUNNING once a date started."""
+    if completed and all(r.status.is_terminal for r in runs):
+        ended = {r.status for r in runs}
+        return next((s for s in (RunStatus.KILLED, RunStatus.FAILED) if s in ended), RunStatus.COMPLETED)
+    if any(r.status is not RunStatus.PENDING for r in runs):
+        return RunStatus.RUNNING
+    return RunStatus.PENDING
+
+
 def make_run_id(dataset: str, kind: str) -> str:
     """``<dataset>__<kind>__<UTC timestamp>`` (so a bare run id names its dataset)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
@@ -44,24 +71,43 @@ def dataset_of_run_id(run_id: str) -> str | None:
     return match.group("dataset") if match else None
 
 
-def check_backfill(conf: Mapping[str, Any], previous_run: Any | None) -> None:
-    """A dli backfill stops at its first failed date: later dates of the same backfill do not run.
+def check_backfill(conf: Mapping[str, Any], previous_run: Any | None, backfill: Mapping[str, Any] | None = None) -> None:
+    """A backfill stops at its first failed date: later dates of the same backfill do not run.
 
-    Airflow's backfill would go on; the client marks its runs with a token in ``conf`` so that the run of
-    the next date can see that the previous date, of the same backfill, failed.
+    Airflow's backfill would go on. The rule keys on the run's Airflow backfill, so it holds for a backfill
+    started anywhere (``dli workflow backfill``, the UI's Backfill form, ``POST /api/v2/backfills``): the
+    previous date failed *in this backfill* when it lies inside the backfill's range and ended after the
+    backfill was created (an older failure that this backfill did not run again does not count). Runs queued
+    by an older dli with a backfill token in ``conf`` are matched by that token.
 
     :param conf: the run's ``conf``
-    :param previous_run: the dataset's previous DAG run (``conf``, ``state``, ``run_id``), or ``None``
-    :raises WorkflowExecutionError: the previous run belongs to the same backfill and failed
+    :param previous_run: the dataset's previous DAG run (``state``, ``logical_date``, ``end_date``, ``run_id``,
+        ``conf``), or ``None``
+    :param backfill: the run's Airflow backfill (REST API shape: ``from_date``, ``created_at``), if known
+    :raises WorkflowExecutionError: the previous date belongs to the same backfill and failed
     """
-    token = conf.get(BACKFILL_TOKEN_KEY)
-    if not token or previous_run is None or (previous_run.conf or {}).get(BACKFILL_TOKEN_KEY) != token:
+    if previous_run is None or not str(previous_run.state).lower().endswith("failed"):
         return
-    if str(previous_run.state).lower().endswith("failed"):
+    token = conf.get(BACKFILL_TOKEN_KEY)
+    if token:
+        same = (previous_run.conf or {}).get(BACKFILL_TOKEN_KEY) == token
+    elif backfill is not None:
+        begins, created = _as_time(backfill.get("from_date")), _as_time(backfill.get("created_at"))
+        logical, ended = _as_time(previous_run.logical_date), _as_time(previous_run.end_date)
+        same = None not in (begins, created, logical, ended) and logical >= begins and ended >= created
+    else:
+        same = False
+    if same:
         raise WorkflowExecutionError(
             f"an earlier date of this backfill failed (run {previous_run.run_id}), so this date is not run",
             hint="fix the failure, then run the backfill again: a rerun starts again from its first date",
         )
+
+
+def _as_time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return parse_time(str(value))
 
 
 class RunStatus(str, Enum):
@@ -171,6 +217,8 @@ class WorkflowStatusResult(_Result):
     error_message: Optional[str] = None
     #: the task's result summary (XCom ``return_value``) of a completed run: rows affected, the first rows
     result: Optional[dict[str, Any]] = None
+    #: for a backfill (``backfill:12``): the run of each of its dates, in date order
+    runs: tuple[WorkflowRun, ...] = ()
 
     @property
     def run_id(self) -> str:
@@ -459,6 +507,7 @@ def info_from_dag(dag: Mapping[str, Any], running: bool) -> WorkflowInfo:
 
 
 __all__ = [
+    "BACKFILL_REF_PREFIX",
     "BACKFILL_TOKEN_KEY",
     "KILLED_NOTE_PREFIX",
     "RESERVED_CONF_PREFIX",

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from dli_airflow.cli import dataset, dev, spec, workflow
+from dli_airflow.cli import dataset, dev, init, spec, workflow
 from dli_airflow.errors import DliError, scrub
 
 # `import httpx` also imports httpx's own command line (httpx._main: click, rich.progress, pygments; ~35 ms of
@@ -87,7 +87,7 @@ class _BoundaryGroup(TyperGroup):
             return super().invoke(ctx)
         except DliError as exc:
             print_error(exc)
-            raise typer.Exit(code=1) from None
+            raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             _console().print("cancelled")
             raise typer.Exit(code=EXIT_INTERRUPTED) from None
@@ -117,6 +117,7 @@ def _root(
     _state["verbose"] = verbose
 
 
+app.command("init")(init.init)
 app.add_typer(spec.app, name="spec")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(dev.app, name="dev")
@@ -129,7 +130,7 @@ def main() -> None:
         app()
     except DliError as exc:  # raised outside a command (e.g. while parsing options)
         print_error(exc)
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _console().print("cancelled")
         _leave_now(EXIT_INTERRUPTED)

@@ -182,7 +182,8 @@ def backfill(
                     if ids:
                         shown = ", ".join(ids) if len(ids) <= 3 else f"{ids[0]} … {ids[-1]} ({len(ids)} runs)"
                         typer.echo(f"  runs: {shown}")
-                    typer.echo(f"  follow it: dli workflow history {name}; one run: dli workflow status RUN_ID -d {name}")
+                    typer.echo(f"  follow it: dli workflow status {result.run_id} (every date); stop it: "
+                               f"dli workflow stop {result.run_id}")
             return
         if fmt is OutputFormat.table:
             typer.echo(result.message)
@@ -222,18 +223,19 @@ def _wait_backfill(client: Any, result: Any) -> list[Any]:
 
 @app.command("stop")
 def stop(
-    run_id: Annotated[str, typer.Argument(help="Run id (as printed by `dli workflow run`).")],
+    run_id: Annotated[str, typer.Argument(help="Run id (as printed by `dli workflow run`), or a backfill's id (backfill:ID).", metavar="RUN_ID|backfill:ID")],
     dataset: DatasetOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Stop a run: its task process is terminated and the run reads KILLED."""
+    """Stop a run: its task process is terminated and the run reads KILLED (a backfill: its dates not started
+    are cancelled and the running one is stopped)."""
     with _client() as client:
         _echo_result(client.stop(run_id, dataset=dataset, wait=15.0), fmt)
 
 
 @app.command("status")
 def status(
-    run_id: Annotated[str, typer.Argument(help="Run id, or a dataset name for its latest run.", metavar="RUN_ID|NAME")],
+    run_id: Annotated[str, typer.Argument(help="Run id, a backfill's id (backfill:ID: every date), or a dataset name for its latest run.", metavar="RUN_ID|backfill:ID|NAME")],
     dataset: DatasetOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
@@ -262,6 +264,13 @@ def status(
     typer.echo(f"{run.run_id}  {run.dataset_name}  {run.status.value}  ({run.run_type})")
     if run.parameters:
         typer.echo("  parameters: " + ", ".join(f"{k}={v}" for k, v in run.parameters.items()))
+    if result.runs:  # a backfill: each date's run
+        print_table(["LOGICAL DATE", "RUN ID", "STATUS", "DURATION"], [
+            (r.logical_date.isoformat() if r.logical_date else "-", r.run_id, r.status.value,
+             f"{r.duration_seconds:.1f}s" if r.duration_seconds is not None else "-") for r in result.runs])
+        if result.error_message:
+            typer.echo(f"error: {result.error_message}")
+        return
     rows = [
         (t.task_id, t.state or "-", t.try_number, _fmt_time(t.started_at), _fmt_time(t.finished_at),
          f"{t.duration_seconds:.1f}s" if t.duration_seconds is not None else "-")
@@ -310,7 +319,7 @@ def list_workflows(
 
 @app.command("history")
 def history(
-    name: Annotated[Optional[str], typer.Argument(help="Only this dataset (the same as -d NAME).", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Argument(help="Only this dataset (the same as -d NAME), or the runs of one backfill (backfill:ID).", metavar="NAME|backfill:ID", show_default=False)] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", metavar="NAME", help="Only this dataset.")] = None,
     source: Annotated[str, typer.Option("--source", metavar="SOURCE", help="code, manual or all.")] = "all",
     limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", help="How many runs.")] = 20,

@@ -407,7 +407,7 @@ def create_app() -> FastAPI:
             raise not_in_airflow(name, in_store=entry is not None)
         conf = conf_for_backfill(entry.spec, body.parameters)
         tz = entry.spec.schedule.timezone if entry.spec.schedule else "UTC"
-        request_body = backfill_request(name, start, end, conf, tz, name_of(user))
+        request_body = backfill_request(name, start, end, conf, tz)
         refused = f"Airflow refused the backfill of {name!r}"
         dates = dry_run_dates(name, start, end, call(request, "POST", "/backfills/dry_run", request_body, refused=refused))
         if body.dry_run:

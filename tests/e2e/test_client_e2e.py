@@ -110,8 +110,8 @@ def test_backfill_runs_three_dates_in_order(client, airflow):
     dry = client.backfill("e2e.daily", "2024-03-01", "2024-03-03", {"label": "bf"}, dry_run=True)
     assert [d.date().isoformat() for d in dry.logical_dates] == ["2024-03-01", "2024-03-02", "2024-03-03"]
     result = client.backfill("e2e.daily", "2024-03-01", "2024-03-03", {"label": "bf"})
-    # no invented run id: the ids of the runs Airflow made, which status and stop take
-    assert result.run_id is None and len(result.run_ids) == 3
+    # no invented run id: the backfill as one id, and the ids of the runs Airflow made, which status and stop take
+    assert result.run_id == f"backfill:{result.backfill_id}" and len(result.run_ids) == 3
     assert client.get_status(result.run_ids[0], dataset="e2e.daily").run.run_type == "backfill"
     runs = client.wait_backfill(result, poll=1.0, timeout=240)
     assert [r.status for r in runs] == [RunStatus.COMPLETED] * 3
@@ -131,6 +131,26 @@ def test_backfill_with_wait_stops_at_the_first_failure(client, airflow):
     time.sleep(5)  # nothing runs after the cancel
     done = [r[0].isoformat() for r in query_duckdb(_db(airflow), "SELECT d FROM e2e_flaky_log ORDER BY d")]
     assert "2024-01-03" not in done and "2024-01-01" in done
+
+
+def test_a_backfill_started_outside_dli_stops_at_its_first_failed_date_too(client, airflow):
+    """The UI's Backfill form posts to /api/v2/backfills: no dli key in the runs' conf, and nobody waiting to
+    cancel. The operator asks Airflow for the run's backfill, and the date after the failed one does not run."""
+    body = {"dag_id": "e2e.flaky", "from_date": "2024-01-01T00:00:00Z", "to_date": "2024-01-03T23:59:59Z",
+            "run_backwards": False, "dag_run_conf": {}, "reprocess_behavior": "failed", "max_active_runs": 1}
+    with airflow.api() as api:
+        created = api.post("/backfills", json=body)
+        assert created.status_code == 200, created.text
+        backfill_id = created.json()["id"]
+        wait_until(lambda: api.get(f"/backfills/{backfill_id}").json()["completed_at"] is not None, timeout=240)
+        runs = api.get("/dags/e2e.flaky/dagRuns", params={"run_type": "backfill", "limit": 100}).json()["dag_runs"]
+    by_day = {r["logical_date"][:10]: r for r in runs}
+    assert by_day["2024-01-02"]["state"] == "failed" and by_day["2024-01-03"]["state"] == "failed"
+    assert all(not k.startswith("__dli") for r in runs for k in (r.get("conf") or {}))
+    done = [r[0].isoformat() for r in query_duckdb(_db(airflow), "SELECT d FROM e2e_flaky_log ORDER BY d")]
+    assert "2024-01-03" not in done
+    log = client.logs(by_day["2024-01-03"]["dag_run_id"], dataset="e2e.flaky")
+    assert any("earlier date of this backfill failed" in line for line in log.lines)
 
 
 def test_pause_and_unpause_show_in_airflow_and_a_paused_run_is_refused(client, airflow):

@@ -155,3 +155,22 @@ def test_backfill_dry_run_lists_the_scheduled_dates(wf):
         "2021-03-01T06:00:00+00:00", "2021-03-02T06:00:00+00:00", "2021-03-03T06:00:00+00:00"]
     with pytest.raises(ParameterError, match="execution_date"):
         wf.backfill("e2e.daily", "2021-03-01", "2021-03-03", {"execution_date": "2021-03-01"})
+
+
+def test_a_backfill_is_one_id_for_status_history_and_stop(wf):
+    started = wf.backfill("e2e.daily", "2021-05-01", "2021-05-02", {"label": "contract"})
+    assert started.run_id == f"backfill:{started.backfill_id}" and len(started.run_ids) == 2
+    if isinstance(wf, FakeWorkflowClient):
+        for run_id in started.run_ids:
+            wf.complete(run_id)
+    final = list(wf.watch(started.run_id, poll=1.0, timeout=240))[-1]
+    assert final.status is RunStatus.COMPLETED and final.run.run_type == "backfill"
+    assert [r.logical_date.date().isoformat() for r in final.runs] == ["2021-05-01", "2021-05-02"]
+    assert final.run.parameters == {"label": "contract"}
+    assert {r.run_id for r in wf.history(started.run_id).runs} == set(started.run_ids)
+    with pytest.raises(WorkflowExecutionError, match="already ended"):
+        wf.stop(started.run_id)
+    with pytest.raises(WorkflowExecutionError, match="its own log"):
+        wf.logs(started.run_id)
+    with pytest.raises(WorkflowExecutionError, match="No backfill 99999"):
+        wf.get_status("backfill:99999")

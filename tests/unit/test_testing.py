@@ -123,3 +123,16 @@ def test_a_name_not_in_the_project_says_where_it_looked_and_what_is_close(tmp_pa
         project_spec_path("team.broken", tmp_path)
     with pytest.raises(SpecFileNotFoundError, match="does not exist"):
         project_spec_path("x", tmp_path / "nowhere")
+
+
+def test_stopping_a_fake_backfill_kills_the_running_date_and_cancels_the_rest(fake):
+    started = fake.backfill("analytics.daily_clicks", "2025-01-01", "2025-01-03")
+    first, second, third = started.run_ids
+    fake.complete(first)
+    fake.start(second)
+    assert fake.get_status(started.run_id).status is RunStatus.RUNNING
+    stopped = fake.stop(started.run_id)
+    assert stopped.status is RunStatus.KILLED and "the running one stopped" in stopped.message
+    final = fake.get_status(started.run_id)
+    assert [r.status for r in final.runs] == [RunStatus.COMPLETED, RunStatus.KILLED, RunStatus.FAILED]
+    assert final.status is RunStatus.KILLED and final.is_terminal

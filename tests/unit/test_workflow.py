@@ -3,6 +3,7 @@ rule, and the converters from REST API v2 objects."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
@@ -92,6 +93,40 @@ def test_a_backfill_stops_after_its_own_failed_date(conf, previous, stops):
             check_backfill(conf, previous)
     else:
         check_backfill(conf, previous)
+
+
+def _previous(state: str, logical: str, ended: str | None) -> SimpleNamespace:
+    when = datetime.fromisoformat
+    return SimpleNamespace(conf={}, state=state, run_id="prev", logical_date=when(logical),
+                           end_date=when(ended) if ended else None)
+
+
+_BACKFILL = {"id": 7, "from_date": "2024-01-01T00:00:00Z", "to_date": "2024-01-05T00:00:00Z",
+             "created_at": "2024-06-01T10:00:00Z", "completed_at": None}
+
+
+@pytest.mark.parametrize(
+    ("previous", "stops"),
+    [
+        (_previous("failed", "2024-01-02T06:00:00+00:00", "2024-06-01T10:05:00+00:00"), True),
+        (_previous("DagRunState.FAILED", "2024-01-01T06:00:00+00:00", "2024-06-01T10:01:00+00:00"), True),
+        (_previous("success", "2024-01-02T06:00:00+00:00", "2024-06-01T10:05:00+00:00"), False),
+        # failed before this backfill was made, and not run again by it (reprocess_behavior none)
+        (_previous("failed", "2024-01-02T06:00:00+00:00", "2024-05-01T00:00:00+00:00"), False),
+        # the date before the backfill's range
+        (_previous("failed", "2023-12-31T06:00:00+00:00", "2024-06-01T10:05:00+00:00"), False),
+        (_previous("failed", "2024-01-02T06:00:00+00:00", None), False),
+    ],
+)
+def test_a_backfill_started_anywhere_stops_after_its_own_failed_date(previous, stops):
+    """No token of dli's in conf (the UI's Backfill form, POST /api/v2/backfills): the run's Airflow backfill
+    decides whether the previous date failed in it."""
+    if stops:
+        with pytest.raises(WorkflowExecutionError, match="earlier date of this backfill failed") as stopped:
+            check_backfill({}, previous, _BACKFILL)
+        assert "a rerun starts again from its first date" in stopped.value.hint
+    else:
+        check_backfill({}, previous, _BACKFILL)
 
 
 def test_structured_log_lines_keep_level_and_error():

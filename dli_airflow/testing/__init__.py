@@ -26,12 +26,11 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from dli_airflow.client import WorkflowClient
 from dli_airflow.errors import (
@@ -43,6 +42,7 @@ from dli_airflow.errors import (
     parse_choice,
 )
 from dli_airflow.kinds import DatasetStatus, SourceType
+from dli_airflow.testing._backfills import FakeBackfills
 from dli_airflow.workflow import (
     RunStatus,
     TaskLog,
@@ -54,6 +54,7 @@ from dli_airflow.workflow import (
     WorkflowRun,
     WorkflowRunResult,
     WorkflowStatusResult,
+    backfill_id_of,
     check_runnable,
     entry_for_run,
     merge_workflows,
@@ -62,7 +63,6 @@ from dli_airflow.workflow import (
 
 #: Every run id the fake makes starts with this (seed 001 §3.2: ``result.run_id.startswith("mock_")``).
 FAKE_RUN_PREFIX = "mock_"
-_ORDER = (RunStatus.PENDING, RunStatus.RUNNING)
 
 
 @dataclass
@@ -74,7 +74,7 @@ class _Run:
     backfill_id: int | None = None
 
 
-class FakeWorkflowClient:
+class FakeWorkflowClient(FakeBackfills):
     """An in-memory :class:`~dli_airflow.client.WorkflowClient` over a private copy of a store folder.
 
     :param store: a store folder (``code/`` and ``manual/``) to copy; ``None`` for an empty store. The copy is
@@ -315,66 +315,6 @@ class FakeWorkflowClient:
         return WorkflowRunResult(dataset_name=dataset_name, action="run", run_id=made.run.run_id,
                                  run_status=RunStatus.PENDING, message=f"Run started: {made.run.run_id}")
 
-    def backfill(
-        self,
-        dataset_name: str,
-        start_date: date | str,
-        end_date: date | str,
-        parameters: Mapping[str, Any] | None = None,
-        dry_run: bool = False,
-        *,
-        source_type: SourceType | str | None = None,
-    ) -> WorkflowRunResult:
-        from dli_airflow._runs import backfill_started, backfill_window
-        from dli_airflow.local import run_dates
-        from dli_airflow.params import conf_for_backfill
-
-        start, end = backfill_window(start_date, end_date, parameters)
-        entry, dag = self._entry_and_dag(dataset_name, source_type)
-        conf = conf_for_backfill(entry.spec, parameters)
-        moments = _scheduled_moments(entry.spec, run_dates(entry.spec, start, end))
-        if not moments:
-            raise WorkflowExecutionError(
-                f"No scheduled run of {dataset_name!r} falls between {start} and {end}",
-                hint="check the dates against the cron (dli workflow get NAME)", dataset_name=dataset_name,
-            )
-        if dry_run:
-            return backfill_started(dataset_name, moments, None)
-        check_runnable(dataset_name, dag)
-        if any(self._runs[r].run.status in _ORDER for ids in self._backfills.values() for r in ids
-               if self._runs[r].run.dataset_name == dataset_name):
-            raise WorkflowExecutionError(f"A backfill of {dataset_name!r} is already running",
-                                         hint="wait for it or stop it (dli workflow stop RUN_ID -d DATASET)")
-        backfill_id = len(self._backfills) + 1
-        runs = [self._new_run(dataset_name, "backfill", conf, moment, backfill_id=backfill_id) for moment in moments]
-        self._backfills[backfill_id] = [r.run.run_id for r in runs]
-        started = backfill_started(dataset_name, moments, backfill_id)
-        return started.model_copy(update={"run_ids": tuple(self._backfills[backfill_id])})
-
-    def backfill_runs(self, dataset_name: str, backfill_id: int) -> list[WorkflowRun]:
-        return [self._runs[r].run for r in self._backfills.get(backfill_id, []) if self._runs[r].run.dataset_name == dataset_name]
-
-    def wait_backfill(
-        self,
-        result: WorkflowRunResult,
-        *,
-        poll: float = 2.0,
-        timeout: float | None = None,
-        on_progress: Callable[[list[WorkflowRun]], None] | None = None,
-    ) -> list[WorkflowRun]:
-        assert result.backfill_id is not None, "not a started backfill"
-        for run_id in self._backfills[result.backfill_id]:  # one date at a time, in order, as Airflow runs them
-            for _ in self.watch(run_id):
-                pass
-            if on_progress is not None:
-                on_progress(self.backfill_runs(result.dataset_name, result.backfill_id))
-            if self._runs[run_id].run.status in (RunStatus.FAILED, RunStatus.KILLED):
-                for rest in self._backfills[result.backfill_id]:  # the backfill stops at its first failed date
-                    if not self._runs[rest].run.status.is_terminal:
-                        self._move(rest, RunStatus.FAILED, error="an earlier date of this backfill failed")
-                break
-        return self.backfill_runs(result.dataset_name, result.backfill_id)
-
     def _find(self, run_id: str, dataset: str | None) -> _Run:
         found = self._runs.get(run_id)
         if found is None or (dataset is not None and found.run.dataset_name != dataset):
@@ -383,6 +323,8 @@ class FakeWorkflowClient:
         return found
 
     def get_status(self, run_id: str, *, dataset: str | None = None) -> WorkflowStatusResult:
+        if backfill_id_of(run_id) is not None:
+            return self._backfill_status(run_id, dataset)
         found = self._find(run_id, dataset)
         if self._progress is not None and not found.run.status.is_terminal:
             following = [s for s in self._progress if _rank(s) > _rank(found.run.status)]
@@ -403,12 +345,36 @@ class FakeWorkflowClient:
     def logs(
         self, run_id: str, task_id: str = "run", try_number: int | None = None, *, dataset: str | None = None
     ) -> TaskLog:
+        if backfill_id_of(run_id) is not None:
+            raise WorkflowExecutionError(
+                f"{run_id} is a backfill: each of its dates has its own log",
+                hint=f"pass one of its run ids (dli workflow status {run_id} lists them)", run_id=run_id,
+            )
         found = self._find(run_id, dataset)
         if task_id != "run":
             raise WorkflowExecutionError(f"Run {run_id!r} has no task {task_id!r}", run_id=run_id)
         return TaskLog(run_id=run_id, task_id=task_id, try_number=try_number or 1, lines=tuple(found.log))
 
     def stop(self, run_id: str, *, dataset: str | None = None, wait: float = 0.0) -> WorkflowRunResult:
+        if backfill_id_of(run_id) is not None:
+            ids = self._backfill_ids(run_id, dataset)
+            if all(self._runs[r].run.status.is_terminal for r in ids):
+                raise WorkflowExecutionError(f"Backfill {backfill_id_of(run_id)} has already ended; nothing to stop",
+                                             run_id=run_id)
+            stopped = 0
+            for rest in ids:  # Airflow fails the dates not started; the running one is stopped
+                current = self._runs[rest].run.status
+                if current is RunStatus.RUNNING:
+                    self._move(rest, RunStatus.KILLED)
+                    stopped += 1
+                elif current is RunStatus.PENDING:
+                    self._move(rest, RunStatus.FAILED)
+            return WorkflowRunResult(
+                dataset_name=self._runs[ids[0]].run.dataset_name, action="stop", run_id=run_id,
+                run_status=RunStatus.KILLED, backfill_id=backfill_id_of(run_id),
+                message=f"Stopped backfill {backfill_id_of(run_id)}: the dates not started are cancelled"
+                + (", the running one stopped" if stopped else ""),
+            )
         found = self._find(run_id, dataset)
         if found.run.status.is_terminal:
             raise WorkflowExecutionError(
@@ -425,6 +391,9 @@ class FakeWorkflowClient:
         limit: int = 20,
         include_dataset_info: bool = False,
     ) -> WorkflowHistoryResult:
+        if backfill_id_of(dataset_name) is not None:
+            runs = [self._runs[r].run for r in reversed(self._backfill_ids(str(dataset_name), None))][:limit]
+            return WorkflowHistoryResult(runs=tuple(runs), total_count=len(runs))
         source = parse_choice(SourceType, source_type, "--source")
         wanted = parse_choice(RunStatus, run_status, "--status")
         runs = [r.run for r in reversed(self._runs.values())  # newest first
@@ -511,28 +480,6 @@ class FakeWorkflowClient:
 
 def _rank(status: RunStatus) -> int:
     return 0 if status is RunStatus.PENDING else 1 if status is RunStatus.RUNNING else 2
-
-
-def _scheduled_moments(spec: Any, dates: list[date]) -> tuple[datetime, ...]:
-    """The logical dates (UTC) a backfill of these local dates makes: one per scheduled time."""
-    tz = ZoneInfo(spec.schedule.timezone if spec.schedule else "UTC")
-    cron = spec.schedule.cron if spec.schedule else None
-    if not dates:
-        return ()
-    if not cron:
-        return tuple(datetime.combine(d, time.min, tzinfo=tz).astimezone(timezone.utc) for d in dates)
-    from croniter import croniter
-
-    wanted = set(dates)
-    begin = datetime.combine(min(dates), time.min, tzinfo=tz) - timedelta(seconds=1)
-    stop = datetime.combine(max(dates) + timedelta(days=1), time.min, tzinfo=tz)
-    moments = []
-    for moment in croniter(cron, begin).all_next(datetime):
-        if moment >= stop:
-            break
-        if moment.astimezone(tz).date() in wanted:
-            moments.append(moment.astimezone(timezone.utc))
-    return tuple(moments)
 
 
 # -- the surface check: the fake has every public method of the real client, with the same parameters ------------
