@@ -24,6 +24,7 @@ from airflow.sdk import DAG, Asset, Param, get_parsing_context
 # with the collector kept off Airflow's objects (see _older_objects_frozen)
 from dli_airflow import config
 from dli_airflow.errors import DliError
+from dli_airflow.kinds import ERRORS_DAG_ID  # the errors DAG's id, shared with dli_sync
 from dli_airflow.sync import SYNC_DAG_ID
 
 if TYPE_CHECKING:
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The DAG that lists the store's problems (shown only while there are some).
-ERRORS_DAG_ID = "dli_spec_errors"
 #: Start of every dataset DAG's schedule: early enough for any backfill people run. UTC for every DAG: the
 #: timetable carries the spec's zone, and Airflow 3.3's DAG details show the server's [core] default_timezone
 #: whatever a DAG's start date says (so the doc header and description name the zone instead).
@@ -205,7 +204,9 @@ def build_errors_dag(problems: list[_DliError], store: str, dag_id: str = ERRORS
         schedule=None,
         start_date=START_DATE,
         catchup=False,
-        is_paused_upon_creation=True,
+        # unpaused, so that the run dli_sync starts when the problems change runs (and fails, showing red);
+        # with no schedule it never runs by itself
+        is_paused_upon_creation=False,
         tags=["dli", "dli:errors"],
         doc_md="\n".join(lines),
         description=f"{len(problems)} dli spec problem(s): open for the list",

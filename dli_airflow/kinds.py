@@ -8,6 +8,8 @@ from enum import Enum
 
 #: Keys of a run's conf that dli itself writes (the backfill token); never a dataset parameter.
 RESERVED_CONF_PREFIX = "__dli"
+#: The DAG that lists the store's problems (built by the factory, run by ``dli_sync`` when they change).
+ERRORS_DAG_ID = "dli_spec_errors"
 
 
 class SourceType(str, Enum):
@@ -21,4 +23,4 @@ class DatasetStatus(str, Enum):
     OVERRIDDEN = "overridden"
 
 
-__all__ = ["RESERVED_CONF_PREFIX", "DatasetStatus", "SourceType"]
+__all__ = ["ERRORS_DAG_ID", "RESERVED_CONF_PREFIX", "DatasetStatus", "SourceType"]

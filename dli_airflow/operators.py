@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from dli_airflow.bind import BoundSql
     from dli_airflow.engines import Engine, RunResult
+    from dli_airflow.lineage import Phase
     from dli_airflow.spec import DatasetSpec
 
 #: Rows of the last statement kept in the XCom summary.
@@ -46,6 +48,9 @@ class DatasetQueryOperator(BaseOperator):
     parameters: Mapping[str, Any] = MappingProxyType({})
     #: The engine running the SQL, while it runs (what ``on_kill`` cancels).
     _engine: Engine | None = None
+    #: OpenLineage: the statements as rendered (values inlined) and the engine's id of each one that ran.
+    _lineage_sql: tuple[str, ...] = ()
+    _lineage_query_ids: tuple[str | None, ...] = ()
 
     def __init__(
         self,
@@ -79,17 +84,56 @@ class DatasetQueryOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from dli_airflow.errors import DliError
-        from dli_airflow.workflow import BACKFILL_TOKEN_KEY, check_backfill
 
-        dag_run = context.get("dag_run")
-        conf = dict(getattr(dag_run, "conf", None) or {})
-        ti = context.get("ti")
         try:
-            if conf.get(BACKFILL_TOKEN_KEY) and ti is not None:
-                check_backfill(conf, ti.get_previous_dagrun())
-            self.sql = self._render(context).display
+            self._check_backfill(context)
+            bound = self._render(context)
+            self.sql = bound.display
+            self._lineage_sql = tuple(str(s) for s in bound.statements)
         except DliError as exc:
             raise AirflowFailException(f"[{exc.code}] {exc.render()}") from exc
+
+    def _check_backfill(self, context: Context) -> None:
+        """A backfill stops at its first failed date, however it was started (dli, the UI's Backfill form,
+        the REST API): :func:`~dli_airflow.workflow.check_backfill`. Airflow is asked for the run's backfill
+        (through the ``dli_airflow_api`` connection) only when the previous date failed."""
+        from dli_airflow.params import run_type_name
+        from dli_airflow.workflow import BACKFILL_TOKEN_KEY, check_backfill
+
+        dag_run, ti = context.get("dag_run"), context.get("ti")
+        if dag_run is None or ti is None or run_type_name(getattr(dag_run, "run_type", None)) != "backfill":
+            return
+        previous = ti.get_previous_dagrun()
+        if previous is None or not str(previous.state).lower().endswith("failed"):
+            return
+        conf = dict(getattr(dag_run, "conf", None) or {})
+        backfill = None if conf.get(BACKFILL_TOKEN_KEY) else self._backfill_of(dag_run)
+        check_backfill(conf, previous, backfill)
+
+    def _backfill_of(self, dag_run: Any) -> Mapping[str, Any] | None:
+        """The running Airflow backfill of this DAG whose range holds the run's logical date (REST API shape);
+        ``None`` (and a warning: the backfill then goes on, as Airflow's does) when it cannot be asked."""
+        from dli_airflow.errors import DliError
+        from dli_airflow.hooks.airflow_api import AirflowApiHook
+        from dli_airflow.workflow import parse_time
+
+        try:
+            client = AirflowApiHook().get_conn()
+            if client is None:
+                self.log.warning("The previous date failed, but without the dli_airflow_api connection this task "
+                                 "cannot tell whether it failed in this backfill: this date runs")
+                return None
+            with client:
+                found = client._api.get("/backfills", dag_id=dag_run.dag_id, order_by="-id", limit=10)["backfills"]
+        except DliError as exc:
+            self.log.warning("Could not read this run's backfill from Airflow (%s): this date runs", exc.message)
+            return None
+        logical = dag_run.logical_date
+        for backfill in found:
+            if backfill.get("completed_at") is None and logical is not None and (
+                    parse_time(backfill["from_date"]) <= logical <= parse_time(backfill["to_date"])):
+                return backfill
+        return None
 
     def _render(self, context: Context) -> BoundSql:
         """The run's parameters (set on :attr:`parameters`) and the SQL rendered within its limits.
@@ -133,6 +177,7 @@ class DatasetQueryOperator(BaseOperator):
         if not statements:
             raise AirflowFailException(f"[{TemplateError.code}] the rendered SQL of {self.spec.name!r} is empty")
         self.sql = bound.display
+        self._lineage_sql = tuple(str(s) for s in statements)
         self.log.info(
             "Dataset %s (%s, engine %s) with parameters %s: %d statement(s), values bound as parameters\n%s",
             self.spec.name, self.source, engine_name, {k: str(v) for k, v in self.parameters.items()},
@@ -149,6 +194,7 @@ class DatasetQueryOperator(BaseOperator):
             raise AirflowException(f"[{exc.code}] {self._named(exc.render())}") from exc
         finally:
             self._engine = None
+        self._lineage_query_ids = tuple(s.query_id for s in result.statements)
         self._log_statements(result)
         summary = result.summary(XCOM_MAX_ROWS)
         summary["dataset"] = self.spec.name
@@ -161,6 +207,36 @@ class DatasetQueryOperator(BaseOperator):
         if engine is not None:
             self.log.warning("Task killed: cancelling the query of %s", self.spec.name)
             engine.cancel()
+
+    # -- OpenLineage (the provider's DefaultExtractor calls these; dli_airflow.lineage needs the extra) ------
+    def get_openlineage_facets_on_start(self) -> OperatorLineage | None:
+        """The datasets the rendered SQL reads and writes (parsed; the engine is not asked) and the dli facet."""
+        return self._lineage("start")
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The datasets of the statements that ran (Trino's columns, BigQuery's job statistics) and the dli facet.
+
+        :param task_instance: the finished task instance (unused: the operator kept what ran)
+        """
+        return self._lineage("complete")
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage | None:
+        """The datasets the rendered SQL reads and writes (parsed) and the dli facet.
+
+        :param task_instance: the failed task instance (unused)
+        """
+        return self._lineage("failure")
+
+    def _lineage(self, phase: Phase) -> OperatorLineage | None:
+        try:
+            from dli_airflow.lineage import operator_lineage
+        except ImportError:  # no openlineage extra: nothing to emit, and nothing to say about it
+            self.log.debug("OpenLineage: the openlineage extra is not installed")
+            return None
+        query_ids = self._lineage_query_ids if phase == "complete" else ()
+        return operator_lineage(
+            self.spec, source=self.source, statements=self._lineage_sql, query_ids=query_ids, phase=phase
+        )
 
     def _log_statements(self, result: RunResult) -> None:
         for index, stmt in enumerate(result.statements, start=1):

@@ -242,6 +242,52 @@ def _apply_paused(name: str, paused: bool, client_factory: Callable[[], Workflow
     return True
 
 
+def problems_fingerprint(snapshot: StoreSnapshot) -> str | None:
+    """One value for the store's set of problems (``None``: none), to see when that set changes."""
+    if not snapshot.problems:
+        return None
+    import hashlib
+
+    lines = sorted(f"{p.code}|{p.path or ''}|{p.message}" for p in snapshot.problems)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:16]
+
+
+def report_problems(
+    snapshot: StoreSnapshot, reported: str | None, client_factory: Callable[[], WorkflowClient | None] = api_client
+) -> tuple[str | None, dict[str, Any]]:
+    """Make the store's problems impossible to miss: whenever their set changes, start a run of
+    ``dli_spec_errors``, which fails with the list (Airflow's home page then counts a failed DAG and the
+    DAG shows red). Returns the fingerprint to record — the new one only once its run was started, so a sync
+    that could not start it tries again — and what was done (for the XCom)."""
+    from dli_airflow.errors import DliError
+    from dli_airflow.kinds import ERRORS_DAG_ID
+
+    now = problems_fingerprint(snapshot)
+    done: dict[str, Any] = {"count": len(snapshot.problems), "run_id": None}
+    if now is None or now == reported:
+        return now, done
+    try:
+        client = client_factory()
+        if client is None:
+            log.warning("dli: %d spec problem(s) changed, but without the %r connection (or DLI_AIRFLOW_URL) no "
+                        "failed run of %s shows them", len(snapshot.problems), API_CONN_ID, ERRORS_DAG_ID)
+            return reported, done
+        with client:
+            response = client._api.request("POST", f"/dags/{ERRORS_DAG_ID}/dagRuns", ok=(200, 404, 409), json={
+                "logical_date": None, "note": f"dli_sync: the store's problems changed ({len(snapshot.problems)} now)",
+            })
+    except DliError as exc:
+        log.warning("dli: cannot start a run of %s: [%s] %s", ERRORS_DAG_ID, exc.code, exc.message)
+        return reported, done
+    if response.status_code != 200:  # not parsed yet (404): the next sync tries again
+        log.info("dli: %s is not in Airflow yet; the next sync starts its run", ERRORS_DAG_ID)
+        return reported, done
+    done["run_id"] = response.json().get("dag_run_id")
+    log.warning("dli: %d spec problem(s) in %s: the run %s of %s lists them", len(snapshot.problems), snapshot.store,
+                done["run_id"], ERRORS_DAG_ID)
+    return now, done
+
+
 def _verb(paused: bool) -> str:
     return "pause" if paused else "unpause"
 
@@ -370,13 +416,15 @@ def run_sync(**context: Any) -> dict[str, Any]:
         log.warning("dli: the Variable %s is not JSON; recording a new baseline", STATE_VARIABLE)
         state = None
     sync = plan(snapshot, state)
+    # a changed set of problems starts a (failing) run of dli_spec_errors; a second start is harmless
+    sync.state["problems"], problems = report_problems(snapshot, (state or {}).get("problems"))
     # record first, then act: a transition is notified at most once, even if this task runs again
     Variable.set(
         STATE_VARIABLE,
         json.dumps(sync.state, sort_keys=True, separators=(",", ":")),
         description="dli_sync: the datasets of the spec store as the last syncs saw them (managed by dli)",
     )
-    return act(sync)
+    return {**act(sync), "problems": problems}
 
 
 def build_sync_dag() -> DAG:
@@ -419,5 +467,7 @@ __all__ = [
     "build_sync_dag",
     "observe",
     "plan",
+    "problems_fingerprint",
+    "report_problems",
     "run_sync",
 ]

@@ -355,3 +355,41 @@ def test_failure_and_success_notifications_end_to_end(airflow, e2e_store: Path, 
         failing.unlink(missing_ok=True)
         passing.unlink(missing_ok=True)
         driver.wait_dags(absent={"sync.fails", "sync.passes"})
+
+
+def test_a_changed_set_of_broken_specs_shows_as_a_failed_run_of_dli_spec_errors(airflow, e2e_store: Path):
+    """Broken specs are impossible to miss: when their set changes, dli_sync starts a run of dli_spec_errors,
+    which fails with the list (the home page counts a failed DAG); an unchanged set starts nothing more."""
+    driver = SyncDriver(airflow, e2e_store)
+    errors = "dli_spec_errors"
+    broken = e2e_store / "code" / "sync_broken.yaml"
+
+    def reported_runs(since: datetime) -> list[dict[str, Any]]:
+        with driver.api() as api:
+            runs = _call(api, "GET", f"/dags/{errors}/dagRuns", params={"limit": 50}).json().get("dag_runs", [])
+        return [r for r in runs if (r.get("note") or "").startswith("dli_sync") and _ts(r["run_after"]) >= since]
+
+    driver.idle()
+    since = datetime.now(timezone.utc)
+    broken.write_text("name: sync.broken\nowner: tests@example.com\nengine: oracle\nquery: SELECT 1\n")
+    try:
+        wait_until(lambda: driver.dag(errors), PARSE_TIMEOUT, what=f"{errors} to be parsed", interval=2)
+        for _ in range(4):  # a scheduled sync may be the one that starts it
+            driver.sync()
+            if reported_runs(since):
+                break
+        (run,) = reported_runs(since)
+        assert "problems changed (1 now)" in run["note"]
+
+        def ended() -> dict[str, Any] | None:
+            with driver.api() as api:
+                got = _call(api, "GET", f"/dags/{errors}/dagRuns/{run['dag_run_id']}").json()
+            return got if got["state"] in ("success", "failed") else None
+
+        assert wait_until(ended, RUN_TIMEOUT, what=f"the run of {errors}")["state"] == "failed"
+        assert driver.sync()["problems"] == {"count": 1, "run_id": None}  # unchanged: no second run
+        assert len(reported_runs(since)) == 1
+    finally:
+        broken.unlink()
+    wait_until(lambda: driver.dag(errors) is None or driver.dag(errors).get("is_stale"), PARSE_TIMEOUT,
+               what=f"{errors} to go with the last problem", interval=2)

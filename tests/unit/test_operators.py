@@ -117,10 +117,23 @@ def test_a_date_after_a_failed_date_of_the_same_backfill_does_not_run() -> None:
     assert ti.lookups == 1
 
 
-def test_the_previous_run_is_looked_up_only_for_a_dli_backfill() -> None:
+def test_without_a_way_to_ask_airflow_a_date_after_a_failure_runs_and_says_why(monkeypatch, capsys) -> None:
+    """A backfill started outside dli (no token): whether the failed date is of the same backfill is Airflow's
+    to say; without the dli_airflow_api connection (nor DLI_AIRFLOW_URL) the date runs, as in Airflow."""
+    monkeypatch.delenv("DLI_AIRFLOW_URL", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_DLI_AIRFLOW_API", raising=False)
     ti = PreviousRunTI(SimpleNamespace(run_id="r", state="failed", conf={}))
     task = make_task()
     task.render_template_fields(context("backfill", logical=datetime(2024, 1, 15, tzinfo=timezone.utc), ti=ti))
+    assert ti.lookups == 1 and "DATE '2024-01-15'" in task.sql
+    shown = capsys.readouterr()
+    assert "cannot tell whether it failed in this backfill" in shown.out + shown.err
+
+
+def test_no_previous_run_is_looked_up_for_other_runs() -> None:
+    ti = PreviousRunTI(SimpleNamespace(run_id="r", state="failed", conf={}))
+    task = make_task()
+    task.render_template_fields(context("scheduled", logical=datetime(2024, 1, 15, tzinfo=timezone.utc), ti=ti))
     assert ti.lookups == 0 and "DATE '2024-01-15'" in task.sql
 
 
