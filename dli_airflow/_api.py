@@ -85,7 +85,8 @@ def dli_error_of(response: httpx.Response) -> DliError | None:
         Problem(str(p.get("message", "")), file=p.get("file"), field=p.get("field"), hint=p.get("hint"), line=p.get("line"))
         for p in data.get("problems") or [] if isinstance(p, dict)
     ]
-    return cls(str(data.get("message", ""))[:2000], hint=data.get("hint"), problems=problems)
+    context = {k: str(data[k])[:1000] for k in ("dataset_name", "run_id", "path", "field") if data.get(k)}
+    return cls(str(data.get("message", ""))[:2000], hint=data.get("hint"), problems=problems, **context)
 
 
 def raise_for_response(response: httpx.Response, url: str, path: str) -> None:

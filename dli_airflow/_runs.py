@@ -35,7 +35,7 @@ from dli_airflow.workflow import (
     run_from_api,
     run_status,
     source_of,
-    task_from_api,
+    tasks_from_api,
 )
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ class RunMethods:
             if response.status_code == 404:
                 raise WorkflowExecutionError(
                     f"Run {run_id!r} of {dataset!r} is not in Airflow",
-                    hint=f"list the runs with: dli workflow history -d {dataset}",
+                    hint=f"list the runs with: dli workflow history -d {dataset}", run_id=run_id, dataset_name=dataset,
                 )
             return response.json()
         runs = self._api.get("/dags/~/dagRuns", run_id_pattern=run_id, limit=100)["dag_runs"]
@@ -261,12 +261,13 @@ class RunMethods:
         datasets = sorted({r["dag_id"] for r in exact})
         if not exact:
             raise WorkflowExecutionError(
-                f"No run {run_id!r} in Airflow", hint="check the id (dli workflow history) or pass -d DATASET"
+                f"No run {run_id!r} in Airflow", hint="check the id (dli workflow history) or pass -d DATASET",
+                run_id=run_id,
             )
         if len(datasets) > 1:
             raise WorkflowExecutionError(
                 f"Run id {run_id!r} matches runs of {len(datasets)} datasets: {', '.join(datasets)}",
-                hint="pass -d/--dataset to say which",
+                hint="pass -d/--dataset to say which", run_id=run_id,
             )
         return exact[0]
 
@@ -281,7 +282,7 @@ class RunMethods:
         raw = self._find_run(run_id, dataset)
         run = run_from_api(raw)
         tis = self._api.get(f"/dags/{raw['dag_id']}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        tasks = tuple(task_from_api(t) for t in tis)
+        tasks = tasks_from_api(tis)
         error = None
         if run.status is RunStatus.FAILED:
             failed = next((t for t in tasks if t.state in ("failed", "upstream_failed")), None)

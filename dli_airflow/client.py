@@ -181,7 +181,7 @@ class WorkflowClient(RunMethods):
             raise WorkflowNotFoundError(
                 f"Workflow {name!r} is not in Airflow",
                 hint="check the name with `dli workflow list`; a spec just published shows after the next parse "
-                "(a broken one in the dli_spec_errors DAG)",
+                "(a broken one in the dli_spec_errors DAG)", dataset_name=name,
             )
         return dag
 

@@ -179,6 +179,11 @@ class WorkflowRun(_Result):
     finished_at: Optional[datetime] = None
     note: Optional[str] = None
 
+    # seed 004's names for the same fields (WorkflowExecution: trigger_type, input_data, ended_at)
+    trigger_type = property(lambda self: self.run_type, doc="Seed 004's name for :attr:`run_type`.")
+    input_data = property(lambda self: self.parameters, doc="Seed 004's name for :attr:`parameters`.")
+    ended_at = property(lambda self: self.finished_at, doc="Seed 004's name for :attr:`finished_at`.")
+
     @property
     def duration_seconds(self) -> Optional[float]:
         """How long the run took, once it has ended (none while it runs, as the seeds define it; see
@@ -207,6 +212,15 @@ class TaskRun(_Result):
     duration_seconds: Optional[float] = None
     pid: Optional[int] = None
     hostname: Optional[str] = None
+    #: 1 for the run's first task to start, 2 for the next, ... (None: not started)
+    execution_order: Optional[int] = None
+
+    @property
+    def retry_count(self) -> int:
+        """Tries after the first (seed 004's NodeExecution.retry_count)."""
+        return max(0, self.try_number - 1)
+
+    ended_at = property(lambda self: self.finished_at, doc="Seed 004's name for :attr:`finished_at`.")
 
 
 class WorkflowStatusResult(_Result):
@@ -219,6 +233,8 @@ class WorkflowStatusResult(_Result):
     result: Optional[dict[str, Any]] = None
     #: for a backfill (``backfill:12``): the run of each of its dates, in date order
     runs: tuple[WorkflowRun, ...] = ()
+
+    output_data = property(lambda self: self.result, doc="Seed 004's name for :attr:`result`.")
 
     @property
     def run_id(self) -> str:
@@ -344,6 +360,14 @@ def run_from_api(raw: Mapping[str, Any], dag: Mapping[str, Any] | None = None) -
         finished_at=parse_time(raw.get("end_date")),
         note=raw.get("note"),
     )
+
+
+def tasks_from_api(raws: Iterable[Mapping[str, Any]]) -> tuple[TaskRun, ...]:
+    """A run's task tries, numbered by the order they started in (``execution_order``)."""
+    tasks = [task_from_api(raw) for raw in raws]
+    started = sorted((t for t in tasks if t.started_at is not None), key=lambda t: t.started_at)
+    order = {id(t): i for i, t in enumerate(started, 1)}
+    return tuple(t.model_copy(update={"execution_order": order.get(id(t))}) for t in tasks)
 
 
 def task_from_api(raw: Mapping[str, Any]) -> TaskRun:
@@ -540,4 +564,5 @@ __all__ = [
     "select_workflows",
     "source_of",
     "task_from_api",
+    "tasks_from_api",
 ]

@@ -25,12 +25,16 @@ DATASET = "analytics.daily_clicks"
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--home", default=str(config.dev_home()))
-    parser.add_argument("--store", default=str(ROOT / "examples" / "store"))
+    parser.add_argument("--store", default=None,
+                        help="the store to serve (default: a copy of examples/store in the home, so nothing the "
+                             "walkthrough registers is written into the checkout)")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--execution-date", default="2024-01-15")
     parser.add_argument("--min-clicks", type=int, default=20)
     args = parser.parse_args()
 
+    if args.store is None:
+        args.store = str(dev.scratch_store(ROOT / "examples" / "store", Path(args.home)))
     started = time.monotonic()
     print(f"Starting Airflow 3 (home {args.home}) on the store {args.store} ...", flush=True)
     status = dev.up(

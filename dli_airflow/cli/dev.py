@@ -37,14 +37,17 @@ def _home(home: Path | None) -> Path:
     return home.expanduser() if home is not None else config.dev_home()
 
 
-def _store(store: str | None) -> str:
+def _store(store: str | None, home: Path) -> str:
     if store:
         return store
     if os.environ.get(STORE_ENV):
         return os.environ[STORE_ENV]
-    if Path("examples/store").is_dir():
-        return str(Path("examples/store").resolve())
-    raise StoreNotFoundError(f"no spec store given: pass --store PATH or set {STORE_ENV}")
+    if Path("examples/store").is_dir():  # a scratch copy: registrations never write into the checkout
+        from dli_airflow.dev import scratch_store
+
+        return str(scratch_store(Path("examples/store").resolve(), home))
+    raise StoreNotFoundError(f"no spec store given: pass --store PATH or set {STORE_ENV}",
+                             hint="dli init DIR makes one to start from")
 
 
 @app.command("up")
@@ -52,7 +55,7 @@ def up_command(
     store: Annotated[
         str | None,
         typer.Option(
-            "--store", metavar="STORE", help=f"Spec store folder or s3://bucket/prefix [default: ${STORE_ENV} or ./examples/store]."
+            "--store", metavar="STORE", help=f"Spec store folder or s3://bucket/prefix [default: ${STORE_ENV}, or a copy of ./examples/store in the home]."
         ),
     ] = None,
     port: Annotated[
@@ -64,8 +67,8 @@ def up_command(
     """Start Airflow (or check the running one) and wait until every active spec's DAG is listed."""
     from dli_airflow import dev
 
-    chosen_store = _store(store)
     chosen_home = _home(home)
+    chosen_store = _store(store, chosen_home)
     result = dev.up(
         store=chosen_store,
         home=chosen_home,

@@ -49,6 +49,7 @@ from dli_airflow.dev._home import (
     _write_dag_file,
     dag_file_source,
     free_port,
+    scratch_store,
 )
 from dli_airflow.dev._process import (
     _KILL_WAIT_SECONDS,
@@ -85,6 +86,7 @@ __all__ = [
     "get_token",
     "log_tails",
     "restart_api_server",
+    "scratch_store",
     "status",
     "up",
 ]

@@ -299,3 +299,26 @@ def _airflow_env(
                 env.pop(key, None)
     env[RUN_ID_ENV] = run_id
     return env
+
+
+def scratch_store(source: Path, home: Path) -> Path:
+    """A copy of ``source`` (``examples/store``) in the dev home, what ``dli dev up`` and ``./run demo`` serve by
+    default, so that registering through the walkthrough never writes into the checkout.
+
+    ``code/`` is the checkout's each time (as a publish from Git would make it); ``manual/`` is copied once
+    and then kept: what a user registered stays across restarts (delete ``<home>/store`` to start again).
+    """
+    import shutil
+
+    target = home / "store"
+    target.mkdir(parents=True, exist_ok=True)
+    code = target / "code"
+    fresh = target / ".code.new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.copytree(source / "code", fresh)
+    shutil.rmtree(code, ignore_errors=True)
+    fresh.rename(code)
+    if not (target / "manual").exists():
+        shutil.copytree(source / "manual", target / "manual")
+    return target
+

@@ -142,6 +142,11 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(DliError)
     async def dli_error(request: Request, exc: DliError) -> JSONResponse:
+        # the dataset and run the request was about, where the raise site did not say
+        if exc.dataset_name is None and isinstance(request.path_params.get("name"), str):
+            exc.dataset_name = request.path_params["name"]
+        if exc.run_id is None and isinstance(request.path_params.get("run_id"), str):
+            exc.run_id = request.path_params["run_id"]
         return JSONResponse(exc.to_dict(), status_code=status_of(exc))
 
     @app.exception_handler(StarletteHTTPException)

@@ -338,7 +338,7 @@ class FakeWorkflowClient(FakeBackfills):
             run.status, "failed")
         task = TaskRun(task_id="run", state=state, try_number=0 if run.status is RunStatus.PENDING else 1,
                        started_at=run.started_at, finished_at=run.finished_at,
-                       duration_seconds=run.duration_seconds)
+                       duration_seconds=run.duration_seconds, execution_order=1 if run.started_at else None)
         return WorkflowStatusResult(run=run, tasks=(task,), error_message=found.error,
                                     result=found.result if run.status is RunStatus.COMPLETED else None)
 

@@ -85,7 +85,7 @@ def test_parameters_are_checked_against_the_spec_before_a_run(wf):
     assert "'n'" in typed.value.message
     with pytest.raises(WorkflowNotFoundError) as missing:
         wf.run("no.such.dataset")
-    assert missing.value.code.value == "DLI-800"
+    assert missing.value.code.value == "DLI-800" and missing.value.dataset_name == "no.such.dataset"
 
 
 def test_a_run_completes_with_its_coerced_parameters(wf):
@@ -116,7 +116,7 @@ def test_stop_kills_a_running_run_once(wf):
         wf.stop(started.run_id)
     with pytest.raises(WorkflowExecutionError) as unknown:
         wf.get_status("no-such-run-id")
-    assert unknown.value.code.value == "DLI-802"
+    assert unknown.value.code.value == "DLI-802" and unknown.value.run_id == "no-such-run-id"
 
 
 def test_code_workflows_cannot_be_changed_or_deleted(wf):

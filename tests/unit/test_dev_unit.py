@@ -567,3 +567,19 @@ def test_dag_file_parse_before_since_or_in_flight_does_not_count(paths: _home._P
     _parse_log(paths, "2026-01-01T11:00:00Z", "2026-01-01T12:00:01Z")
 
     assert not _ready._dag_file_parsed_since(paths, since, None)
+
+
+def test_the_default_store_is_a_scratch_copy_that_keeps_registrations(tmp_path):
+    """`dli dev up` and `./run demo` serve a copy of examples/store: the walkthrough never dirties the checkout;
+    code/ follows the checkout (as a publish would), manual/ keeps what was registered."""
+    from dli_airflow.dev import scratch_store
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "store"
+    home = tmp_path / "home"
+    store = scratch_store(examples, home)
+    assert store == home / "store" and (store / "code/analytics/daily_clicks.yaml").is_file()
+    (store / "manual/mine.yaml").write_text("name: my.own\nowner: me@example.com\nquery: SELECT 1\n")
+    (store / "code/stale.yaml").write_text("name: gone.from.git\nowner: me@example.com\nquery: SELECT 1\n")
+    again = scratch_store(examples, home)
+    assert (again / "manual/mine.yaml").is_file() and not (again / "code/stale.yaml").exists()
+    assert sorted(p.name for p in (examples / "manual").rglob("*.yaml")) == ["ad_hoc_summary.yaml", "user_metrics.yaml"]

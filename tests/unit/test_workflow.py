@@ -207,3 +207,19 @@ def test_a_run_or_try_has_a_duration_only_once_it_has_ended():
     done = task_from_api({"task_id": "run", "state": "success", "try_number": 2, "start_date": start.isoformat(),
                           "end_date": (start + timedelta(seconds=5)).isoformat(), "duration": 5.0})
     assert done.duration_seconds == 5.0
+
+
+def test_seed_004_names_read_the_same_fields():
+    from dli_airflow.workflow import TaskRun, WorkflowRun, WorkflowStatusResult, tasks_from_api
+
+    run = WorkflowRun(run_id="r", dataset_name="d", status="COMPLETED", run_type="backfill", parameters={"n": 1},
+                      started_at=datetime.fromisoformat("2024-01-01T00:00:00+00:00"),
+                      finished_at=datetime.fromisoformat("2024-01-01T00:00:09+00:00"))
+    assert (run.trigger_type, run.input_data, run.ended_at) == ("backfill", {"n": 1}, run.finished_at)
+    assert "trigger_type" not in run.model_dump()  # the JSON keeps one name per field
+    status = WorkflowStatusResult(run=run, result={"rows": []})
+    assert status.output_data == {"rows": []} and status.duration_seconds == 9.0
+    assert TaskRun(task_id="run", try_number=3).retry_count == 2 and TaskRun(task_id="run").retry_count == 0
+    tasks = tasks_from_api([{"task_id": "late", "start_date": "2024-01-01T00:00:05Z"},
+                            {"task_id": "early", "start_date": "2024-01-01T00:00:01Z"}, {"task_id": "waiting"}])
+    assert [(t.task_id, t.execution_order) for t in tasks] == [("late", 2), ("early", 1), ("waiting", None)]
