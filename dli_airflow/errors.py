@@ -26,8 +26,22 @@ _SECRETS = (
 )
 
 
+#: Secret values this process holds (a connection's password, token or key), masked wherever they appear.
+_KNOWN_SECRETS: set[str] = set()
+#: Shorter values are not masked: they would garble every message that happens to contain them.
+MIN_SECRET_LENGTH = 4
+
+
+def add_secret(value: str) -> None:
+    """Mask ``value`` in everything :func:`scrub` cleans from now on (as Airflow's ``mask_secret`` does)."""
+    if isinstance(value, str) and len(value.strip()) >= MIN_SECRET_LENGTH:
+        _KNOWN_SECRETS.add(value.strip())
+
+
 def scrub(text: str) -> str:
     """``text`` with credentials replaced by ``***``: what every output and log line goes through."""
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
@@ -100,6 +114,8 @@ class DliError(Exception):
 
     code: ErrorCode = ErrorCode.DLI_000
     hint: str | None = None
+    #: The CLI's exit status for this error: 1, unless the command gives it another (``dli dataset run``).
+    exit_code: int = 1
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -151,6 +167,11 @@ class DliError(Exception):
                 {"file": p.file, "field": p.field, "line": p.line, "message": p.message, "hint": p.hint}
                 for p in self.problems
             ],
+            # the context, so that a client gets e.dataset_name (seed 001 §3.3) across the wire too
+            "dataset_name": self.dataset_name,
+            "run_id": self.run_id,
+            "path": self.path,
+            "field": self.field,
         }
 
 

@@ -237,6 +237,7 @@ def stop(
 def status(
     run_id: Annotated[str, typer.Argument(help="Run id, a backfill's id (backfill:ID: every date), or a dataset name for its latest run.", metavar="RUN_ID|backfill:ID|NAME")],
     dataset: DatasetOption = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it until it ends (a backfill: until its last date); exit 1 unless COMPLETED.")] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show a run's state, its task tries and, for a failed run, the error (a dataset name: its latest run)."""
@@ -256,6 +257,15 @@ def status(
             if not latest:
                 raise not_a_run from None
             result = client.get_status(latest[0].run_id, dataset=run_id)
+        if wait and not result.is_terminal:
+            result = _wait_run(client, result.run_id, result.run.dataset_name, fmt)
+    if wait and result.status.value != "COMPLETED":
+        _show_status(result, fmt)
+        raise typer.Exit(code=1)
+    _show_status(result, fmt)
+
+
+def _show_status(result: Any, fmt: OutputFormat) -> None:
     if fmt is OutputFormat.json:
         print_json(result.model_dump(mode="json") | {"is_running": result.is_running, "is_terminal": result.is_terminal,
                                                      "duration_seconds": result.duration_seconds})

@@ -18,6 +18,7 @@ from dli_airflow.engines._base import (
     RunResult,
     StatementResult,
     Statements,
+    connection_defined,
     run_cancellable,
 )
 
@@ -76,6 +77,7 @@ __all__ = [
     "RunResult",
     "StatementResult",
     "Statements",
+    "connection_defined",
     "engine_class",
     "engine_for",
     "run_cancellable",

@@ -7,7 +7,9 @@ order and stops at the first error. An engine adds only what is its own: how to 
 run one statement, how its errors map to DLI errors, how to cancel its handle.
 
 :func:`run_cancellable` runs an engine in a worker thread so that the calling thread stays free for the
-signals that stop a run (Airflow's task timeout, Ctrl-C) and cancels the query when one arrives.
+signals that stop a run (Airflow's task timeout, Ctrl-C) and cancels the query when one arrives, or when the
+run's own ``timeout`` passes (``dli dataset run --timeout``). :func:`connection_defined` tells whether Airflow
+finds a connection here, before a local run needs it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from dli_airflow.bind import BoundStatement
-from dli_airflow.errors import ExecutionError
+from dli_airflow.errors import DliError, ExecutionError, ExecutionTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +254,7 @@ def run_cancellable(
     max_rows: int = DEFAULT_MAX_ROWS,
     interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit),
     log: SupportsWarning | None = None,
+    timeout: float | None = None,
 ) -> RunResult:
     """Run ``engine.run(statements)`` in a worker thread; cancel it when the calling thread is interrupted.
 
@@ -265,9 +268,13 @@ def run_cancellable(
     :param interrupts: the exceptions that stop the run: on one, the query is cancelled on the engine,
         the worker gets up to :data:`CANCEL_JOIN_SECONDS` to stop, and the exception is re-raised
     :param log: where the cancel is reported (the task's logger); default this module's
+    :param timeout: seconds the whole run may take; past them the query is cancelled on the engine the same
+        way and :class:`~dli_airflow.errors.ExecutionTimeoutError` (DLI-406) is raised (``None``: no limit)
     :raises: what ``engine.run`` raised, in this thread
     """
     outcome: dict[str, Any] = {}
+    report = log if log is not None else logger
+    deadline = None if timeout is None else time.monotonic() + timeout
 
     def target() -> None:
         try:
@@ -281,20 +288,63 @@ def run_cancellable(
     # daemon: a worker stuck in a driver after the cancel must not keep the process alive
     worker = threading.Thread(target=target, name=f"dli-{engine.name}", daemon=True)
     worker.start()
+    timed_out = False
     try:
         while worker.is_alive():
-            worker.join(_POLL_SECONDS)
-    except interrupts:
-        (log if log is not None else logger).warning("Cancelling the query on %s", engine.name)
-        # again and again until the worker stops: an interrupt that lands between a statement's start and
-        # the driver's execute is lost (DuckDB clears a connection's interrupt flag when a query begins)
-        deadline = time.monotonic() + CANCEL_JOIN_SECONDS
-        while True:
-            engine.cancel()
-            worker.join(_POLL_SECONDS)
-            if not worker.is_alive() or time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
+                timed_out = True
                 break
+            wait = _POLL_SECONDS if deadline is None else max(0.0, min(_POLL_SECONDS, deadline - time.monotonic()))
+            worker.join(wait)
+    except interrupts:
+        report.warning("Cancelling the query on %s", engine.name)
+        _cancel_until_stopped(engine, worker)
         raise
+    if timed_out:
+        report.warning("Cancelling the query on %s: the run took longer than %gs", engine.name, timeout)
+        _cancel_until_stopped(engine, worker)
+        if "result" not in outcome:  # it may have finished in the meantime: then nothing is lost
+            error = outcome.get("error")
+            raise _timeout_error(engine, timeout or 0.0, error, stopped=not worker.is_alive()) from error
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def _cancel_until_stopped(engine: Engine, worker: threading.Thread) -> None:
+    # again and again until the worker stops: an interrupt that lands between a statement's start and
+    # the driver's execute is lost (DuckDB clears a connection's interrupt flag when a query begins)
+    deadline = time.monotonic() + CANCEL_JOIN_SECONDS
+    while True:
+        engine.cancel()
+        worker.join(_POLL_SECONDS)
+        if not worker.is_alive() or time.monotonic() > deadline:
+            break
+
+
+def _timeout_error(engine: Engine, timeout: float, error: BaseException | None, *, stopped: bool) -> DliError:
+    """The DLI-406 of a run past its ``timeout``, saying what the engine did with the cancel."""
+    title = getattr(engine, "title", engine.name)
+    if isinstance(error, DliError):
+        what = f": {error.message}"
+    elif stopped:
+        what = ""
+    else:
+        what = f"; the cancel was sent, but the run did not stop within {CANCEL_JOIN_SECONDS:g}s"
+    return ExecutionTimeoutError(f"the run took longer than {timeout:g}s and was cancelled on {title}{what}")
+
+
+def connection_defined(conn_id: str) -> bool:
+    """Whether Airflow can find the connection ``conn_id`` here (``AIRFLOW_CONN_*``, a secrets backend…).
+
+    Reads it as the hooks do (``BaseHook.get_connection``), which needs no Airflow database: the
+    environment-variable backend answers first.
+    """
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True

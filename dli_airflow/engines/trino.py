@@ -25,6 +25,7 @@ from dli_airflow.errors import (
     ExecutionPermissionError,
     ServerExecutionError,
     SqlExecutionError,
+    add_secret,
 )
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class TrinoEngine(BaseEngine["Cursor"]):
 
     # -- internals -----------------------------------------------------------------------------------------
     def _connect(self) -> Any:
-        from airflow.sdk.exceptions import AirflowNotFoundException
+        from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
         from trino.exceptions import Error as TrinoError
 
         hook = self.hook()
@@ -155,6 +156,8 @@ class TrinoEngine(BaseEngine["Cursor"]):
             self._secrets = tuple(
                 s for s in (connection.password, extra.get("jwt__token"), extra.get("password")) if s
             )
+            for secret in self._secrets:
+                add_secret(secret)  # also out of the CLI's messages and -v tracebacks
             return hook.get_conn()
         except AirflowNotFoundException as exc:
             raise ConfigError(
@@ -162,7 +165,7 @@ class TrinoEngine(BaseEngine["Cursor"]):
                 hint=f"create it (UI, `airflow connections add`, or AIRFLOW_CONN_{self.conn_id.upper()}) "
                 "or set conn_id in the spec",
             ) from exc
-        except (TrinoError, ValueError) as exc:
+        except (TrinoError, ValueError, OSError, AirflowException) as exc:
             raise ExecutionError(
                 f"cannot open a Trino connection with {self.conn_id!r}: {self._redact(str(exc))}",
                 hint="check the connection's host, port, protocol and authentication settings",
@@ -200,11 +203,12 @@ class TrinoEngine(BaseEngine["Cursor"]):
         )
 
     def _transport_error(self, exc: Exception, index: int, total: int) -> DliError:
-        from trino.exceptions import HttpError
+        from trino.exceptions import HttpError, TrinoAuthError
 
         where = f"statement {index} of {total}"
         text = self._redact(str(exc))[:500]
-        if isinstance(exc, HttpError) and text.startswith(("error 401", "error 403")):
+        refused = isinstance(exc, HttpError) and text.startswith(("error 401", "error 403"))
+        if refused or isinstance(exc, TrinoAuthError):
             return ExecutionPermissionError(
                 f"{where}: Trino refused the credentials of connection {self.conn_id!r}: {text}",
                 hint="check the connection's login and authentication settings",

@@ -121,6 +121,11 @@ def test_seed_003_appendix_a_command_summary(airflow, e2e_store):
     ok("list", "--running")
     assert DS in ok("list", "--enabled-only")
     assert run_id in ok("history", "-d", "e2e.slow", "--source", "code", "-n", "5", "-s", "KILLED")
+    # following a run to its end (also a backfill's id): exit 0 only on COMPLETED
+    adhoc = re.search(r"Run started: (\S+)", ok("run", "e2e.adhoc", "-p", "n=2")).group(1)
+    assert "COMPLETED" in ok("status", adhoc, "--wait")
+    killed = _dli(airflow, e2e_store, "workflow", "status", run_id, "--wait")
+    assert killed.returncode == 1 and "KILLED" in killed.stdout
     # schedule management (code and manual alike)
     assert "Paused" in ok("pause", "e2e.adhoc")
     assert "Unpaused" in ok("unpause", "e2e.adhoc")

@@ -21,6 +21,11 @@ transpiled SQL, never put into its text; a name the SQL uses and no parameter gi
 ``Query parameter 'x' not found`` error. This proves the wire protocol, not BigQuery's own rules for where
 a parameter may stand: DuckDB runs the query.
 
+With ``auth=GoogleAuth()`` (:mod:`standin_auth`) it also plays Google's token endpoint (``POST /token``:
+service-account JWT assertions, authorized users' refresh tokens; ``auth.token_uri`` is its URL, for key
+files to point at) and refuses an API request without an access token it issued with Google's 401
+(``UNAUTHENTICATED``); each job keeps who sent it (``principal``).
+
 Bytes processed are 8 per row and column of every table a query reads. Tables listed in
 ``denied_tables`` answer ``accessDenied``; SQL containing a key of ``forced_errors`` fails with that
 ``errorResult``; ``slow_numbers`` is a view that takes minutes to count, for cancellation tests.
@@ -45,6 +50,7 @@ from urllib.parse import parse_qs, urlparse
 import duckdb
 import sqlglot
 from sqlglot import exp
+from standin_auth import GoogleAuth
 
 SLOW_VIEW_ROWS = 100_000_000_000
 
@@ -77,6 +83,8 @@ class StandinJob:
     ended: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
     cursor: Any = None
+    #: who inserted it (the account of the access token), with authentication on
+    principal: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -88,6 +96,8 @@ class BigQueryStandin:
 
     :param denied_tables: table names (last part, lower case) whose use answers ``accessDenied``.
     :param poll_seconds: the longest a ``getQueryResults`` waits before answering ``jobComplete: false``.
+    :param auth: the token endpoint and the credentials it takes; ``None``: every request is let in
+        (anonymous credentials)
     """
 
     def __init__(
@@ -97,6 +107,7 @@ class BigQueryStandin:
         *,
         denied_tables: tuple[str, ...] = ("secret_salaries",),
         poll_seconds: float = 0.2,
+        auth: GoogleAuth | None = None,
     ) -> None:
         self.db = duckdb.connect()
         self.db.execute("SET enable_progress_bar = false")
@@ -114,6 +125,9 @@ class BigQueryStandin:
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self.auth = auth
+        if auth is not None:
+            auth.token_uri = f"{self.url}/token"
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -169,7 +183,7 @@ class BigQueryStandin:
         raise AssertionError(f"no running job containing {containing!r} within {timeout}s")
 
     # -- the API -----------------------------------------------------------------------------------------
-    def insert(self, project: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def insert(self, project: str, body: dict[str, Any], principal: str | None = None) -> tuple[int, dict[str, Any]]:
         reference = body.get("jobReference") or {}
         configuration = body.get("configuration") or {}
         query = configuration.get("query") or {}
@@ -196,6 +210,7 @@ class BigQueryStandin:
             dry_run=bool(configuration.get("dryRun")),
             parameters=parameters,
             parameter_mode=mode,
+            principal=principal,
         )
         if job.dry_run:
             return self._dry_run(job)
@@ -204,7 +219,7 @@ class BigQueryStandin:
         threading.Thread(target=self._run, args=(job,), name=f"bq-standin-{job.job_id}", daemon=True).start()
         return 200, self.resource(job)
 
-    def query(self, project: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def query(self, project: str, body: dict[str, Any], principal: str | None = None) -> tuple[int, dict[str, Any]]:
         """jobs.query: insert a job and wait (up to ``timeoutMs``) for its first page."""
         job_body = {
             "jobReference": {"projectId": project, "jobId": f"standin_query_{next(self._ids)}",
@@ -213,7 +228,7 @@ class BigQueryStandin:
                                         **{k: body[k] for k in ("queryParameters", "parameterMode") if k in body}},
                               "dryRun": body.get("dryRun", False)},
         }
-        status, answer = self.insert(project, job_body)
+        status, answer = self.insert(project, job_body, principal)
         if status != 200 or job_body["configuration"]["dryRun"]:
             return status, answer
         job = self.jobs[job_body["jobReference"]["jobId"]]
@@ -610,18 +625,30 @@ def _handler(standin: BigQueryStandin) -> type[BaseHTTPRequestHandler]:
             standin.requests.append((method, self.path))
             url = urlparse(self.path)
             params = parse_qs(url.query)
-            body: dict[str, Any] = {}
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if standin.auth is not None and method == "POST" and url.path == "/token":
+                form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+                self._send(*standin.auth.token(form))
+                return
+            principal = None
+            if standin.auth is not None:
+                principal = standin.auth.principal(self.headers.get("Authorization"))
+                if principal is None:
+                    message = ("Request is missing required authentication credential. Expected OAuth 2 access "
+                               "token, login cookie or other valid authentication credential.")
+                    answer = _error_body(401, "required", message)
+                    answer["error"]["status"] = "UNAUTHENTICATED"
+                    self._send(401, answer)
+                    return
+            body: dict[str, Any] = json.loads(raw or b"{}") if raw else {}
             for route_method, pattern, name in _ROUTES:
                 match = pattern.match(url.path)
                 if route_method != method or not match:
                     continue
                 if name == "insert":
-                    self._send(*standin.insert(match.group(1), body))
+                    self._send(*standin.insert(match.group(1), body, principal))
                 elif name == "query":
-                    self._send(*standin.query(match.group(1), body))
+                    self._send(*standin.query(match.group(1), body, principal))
                 elif name == "cancel":
                     self._send(*standin.cancel(match.group(2)))
                 elif name == "get":

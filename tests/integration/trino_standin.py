@@ -20,6 +20,26 @@ It speaks what the unmodified ``trino`` client (and so the provider's ``TrinoHoo
 
 It proves the wire protocol, not Trino's own rules for where a parameter may stand: DuckDB runs the query.
 
+With ``tls=(certificate, key)`` it serves HTTPS (the client refuses any authentication over plain HTTP), and
+with ``auth=TrinoAuth(...)`` (:mod:`standin_auth`) it authenticates every request but ``/v1/info`` as a
+coordinator with ``http-server.authentication.type`` set does, in the order certificate, password, OAuth 2.0, JWT:
+
+- ``CERTIFICATE``: a client certificate signed by ``client_ca`` (asked for in the TLS handshake); the user
+  is its subject's common name;
+- ``PASSWORD``: ``Authorization: Basic`` checked against ``passwords``;
+- ``JWT``: ``Authorization: Bearer <jwt>`` whose RS256 signature verifies with ``jwt_public_key`` (and
+  ``exp``); the user is its ``sub``;
+- ``OAUTH2``: a request without credentials gets Trino's challenge, ``401`` with ``WWW-Authenticate: Bearer
+  x_redirect_server="…/oauth2/token/initiate/<id>", x_token_server="…/oauth2/token/<id>"``; ``GET`` of the
+  token server waits up to ``oauth2_wait`` seconds and answers ``{"nextUri": …}`` until the login is done,
+  then ``{"token": …}``; ``GET`` of the redirect server is the browser's visit that completes the login as
+  ``oauth2_user`` (the identity provider's pages are not played). A bearer token it issued is accepted.
+
+Anything else is ``401`` with the challenges of the configured kinds (``Basic realm="Trino"``, ``Bearer
+realm="Trino", token_type="JWT"``, the OAuth 2.0 one). ``X-Trino-User`` defaults to the authenticated user;
+another user is ``Access Denied: User a cannot impersonate user b`` (403). Each query keeps how it was
+authenticated (``authentication``, ``principal``).
+
 The catalog is a DuckDB database (``memory`` is the default one; others are attached in memory on first
 use) and the schema a DuckDB schema, created on first use. Tables listed in ``denied_tables`` answer
 ``PERMISSION_DENIED``; SQL containing a key of ``forced_errors`` fails with that error object (server-side
@@ -38,13 +58,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import duckdb
 import sqlglot
 from sqlglot import exp
+from standin_auth import TlsHTTPServer, TrinoAuth
 
 #: Rows of a view that takes minutes to count on DuckDB (and stops at once when interrupted).
 SLOW_VIEW_ROWS = 100_000_000_000
@@ -109,6 +131,10 @@ class StandinQuery:
     #: the statement as written (inside ``EXECUTE IMMEDIATE``, else the SQL sent) and its ``USING`` values
     statement: str = ""
     parameters: list[str] = field(default_factory=list)
+    #: how the request that submitted it was authenticated (``certificate``, ``password``, ``oauth2``,
+    #: ``jwt``; ``None`` without authentication) and as whom
+    authentication: str | None = None
+    principal: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -169,6 +195,8 @@ class TrinoStandin:
     :param denied_tables: table names (last part, lower case) whose use answers PERMISSION_DENIED.
     :param page_size: rows per ``data`` page.
     :param poll_seconds: how long a ``GET nextUri`` waits for the query before answering RUNNING.
+    :param tls: ``(certificate, key)`` PEM files: serve HTTPS.
+    :param auth: what credentials it accepts (see the module docstring); needs ``tls``.
     """
 
     def __init__(
@@ -179,7 +207,11 @@ class TrinoStandin:
         denied_tables: tuple[str, ...] = ("secret_salaries",),
         page_size: int = 100,
         poll_seconds: float = 0.2,
+        tls: tuple[str | Path, str | Path] | None = None,
+        auth: TrinoAuth | None = None,
     ) -> None:
+        if auth is not None and auth.enabled and tls is None:
+            raise ValueError("a coordinator with authentication serves it over TLS: give tls=(cert, key)")
         self.db = duckdb.connect()
         self.db.execute("SET enable_progress_bar = false")
         # a filter DuckDB cannot skip: counting the view scans every row
@@ -196,8 +228,12 @@ class TrinoStandin:
         self._catalogs = {"memory"}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._server = ThreadingHTTPServer((host, port), _handler(self))
-        self._server.daemon_threads = True
+        self.auth = auth or TrinoAuth()
+        #: (authentication kind or None, principal or None, status) of every request that needs credentials
+        self.authentications: list[tuple[str | None, str | None, int]] = []
+        self._server = TlsHTTPServer((host, port), _handler(self))
+        if tls is not None:
+            self._server.use_tls(tls[0], tls[1], client_ca=self.auth.client_ca)
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -210,8 +246,16 @@ class TrinoStandin:
         return int(self._server.server_address[1])
 
     @property
+    def scheme(self) -> str:
+        return "https" if self._server.ssl_context is not None else "http"
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def handshake_errors(self) -> list[str]:
+        return self._server.handshake_errors
 
     def start(self) -> TrinoStandin:
         self._thread = threading.Thread(target=self._server.serve_forever, name="trino-standin", daemon=True)
@@ -262,14 +306,17 @@ class TrinoStandin:
         raise AssertionError(f"no running query containing {containing!r} within {timeout}s")
 
     # -- protocol ----------------------------------------------------------------------------------------
-    def submit(self, sql: str, headers: dict[str, str]) -> StandinQuery:
+    def submit(self, sql: str, headers: dict[str, str], authenticated: tuple[str | None, str | None] = (None, None),
+               ) -> StandinQuery:
         query_id = f"{datetime.now():%Y%m%d_%H%M%S}_{next(self._ids):05d}_standin"
         query = StandinQuery(
             id=query_id,
             sql=sql,
-            user=headers.get("x-trino-user"),
+            user=headers.get("x-trino-user") or authenticated[1],
             catalog=headers.get("x-trino-catalog"),
             schema=headers.get("x-trino-schema"),
+            authentication=authenticated[0],
+            principal=authenticated[1],
         )
         try:
             unwrapped = execute_immediate(sql)
@@ -636,14 +683,52 @@ def _handler(standin: TrinoStandin) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass
 
-        def _send(self, status: int, body: dict[str, Any] | None = None) -> None:
-            data = json.dumps(body).encode() if body is not None else b""
+        def _reply(self, status: int, data: bytes, content_type: str | None,
+                   headers: tuple[tuple[str, str], ...] = ()) -> None:
             self.send_response(status)
-            if body is not None:
-                self.send_header("Content-Type", "application/json")
+            if content_type:
+                self.send_header("Content-Type", content_type)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _send(self, status: int, body: dict[str, Any] | None = None) -> None:
+            data = json.dumps(body).encode() if body is not None else b""
+            self._reply(status, data, "application/json" if body is not None else None)
+
+        def _authenticated(self) -> tuple[str | None, str | None] | None:
+            """Who sent the request, or None after answering 401 with the challenges, as Trino does."""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            peer = self.connection.getpeercert() if hasattr(self.connection, "getpeercert") else None
+            who = standin.auth.authenticate(headers, peer)
+            if who is None:
+                standin.authentications.append((None, None, 401))
+                challenges = tuple(("WWW-Authenticate", value) for value in standin.auth.challenges(standin.url))
+                self._reply(401, b"Unauthorized", "text/plain", challenges)
+                return None
+            standin.authentications.append((who[0], who[1], 200))
+            return who
+
+        def _oauth2(self) -> bool:
+            """The OAuth 2.0 endpoints (no credentials: the browser and the token polling)."""
+            parts = urlparse(self.path).path.strip("/").split("/")
+            if len(parts) == 4 and parts[:3] == ["oauth2", "token", "initiate"]:
+                if standin.auth.oauth2_visit(parts[3]):
+                    page = b"<html><body>Logged in to the Trino stand-in; you may close this window.</body></html>"
+                    self._reply(200, page, "text/html")
+                else:
+                    self._send(404, {"message": "no such login"})
+                return True
+            if len(parts) == 3 and parts[:2] == ["oauth2", "token"]:
+                answer = standin.auth.oauth2_token(parts[2], standin.url)
+                if answer is None:
+                    self._send(404, {"message": "no such login"})
+                else:
+                    self._send(200, answer)
+                return True
+            return False
 
         def _query(self) -> tuple[StandinQuery | None, int]:
             parts = urlparse(self.path).path.strip("/").split("/")
@@ -660,16 +745,27 @@ def _handler(standin: TrinoStandin) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"message": "not found"})
                 return
             headers = {k.lower(): v for k, v in self.headers.items()}
-            if not headers.get("x-trino-user"):
+            who = self._authenticated()
+            if who is None:
+                return
+            user = headers.get("x-trino-user") or who[1]
+            if not user:
                 self._send(400, {"message": "User must be set"})
                 return
-            query = standin.submit(sql, headers)
+            if who[1] is not None and user != who[1]:
+                self._reply(403, f"Access Denied: User {who[1]} cannot impersonate user {user}".encode(), "text/plain")
+                return
+            query = standin.submit(sql, headers, who)
             self._send(200, standin.first_page(query))
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             standin.requests.append(("GET", self.path))
             if urlparse(self.path).path.rstrip("/") == "/v1/info":
                 self._send(200, {"nodeVersion": {"version": "dli-standin"}, "starting": False, "uptime": "1s"})
+                return
+            if self._oauth2():
+                return
+            if self._authenticated() is None:
                 return
             query, token = self._query()
             if query is None:
@@ -679,6 +775,8 @@ def _handler(standin: TrinoStandin) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:  # noqa: N802 - stdlib name
             standin.requests.append(("DELETE", self.path))
+            if self._authenticated() is None:
+                return
             query, _ = self._query()
             if query is None:
                 self._send(404, {"message": "query not found"})

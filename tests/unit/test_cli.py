@@ -327,11 +327,11 @@ def test_sql_error_is_405_without_traceback(runner: CliRunner, make_store: MakeS
     store = make_store({"code/x.yaml": "name: s.broken\nowner: me\nquery: SELECT * FROM missing_table\n"})
     args = ["dataset", "run", "s.broken", "--store", str(store), "--duckdb", str(tmp_path / "w.duckdb")]
     quiet = runner.invoke(app, args)
-    assert quiet.exit_code == 1
+    assert quiet.exit_code == 3  # dli dataset run's exit status of a SQL error
     assert "Error [DLI-405]" in quiet.stderr and "statement 1 of 1" in quiet.stderr
     assert "Traceback" not in quiet.output
     verbose = runner.invoke(app, ["--verbose", *args])
-    assert verbose.exit_code == 1
+    assert verbose.exit_code == 3
     assert "Traceback (most recent call last)" in verbose.stderr
     assert "Error [DLI-405]" in verbose.stderr
 

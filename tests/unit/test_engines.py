@@ -25,7 +25,7 @@ from dli_airflow.engines import (
     run_cancellable,
 )
 from dli_airflow.engines.duckdb import DuckDBEngine
-from dli_airflow.errors import ConfigError, ExecutionError, SqlExecutionError
+from dli_airflow.errors import ConfigError, ExecutionError, ExecutionTimeoutError, SqlExecutionError
 from dli_airflow.spec import load_spec
 
 #: Minutes of work for DuckDB (a cross join it cannot shortcut): only a cancel ends it in time.
@@ -159,6 +159,33 @@ def test_an_exception_not_named_an_interrupt_is_not_turned_into_a_cancel(interru
     with pytest.raises(Interrupt):
         run_cancellable(engine, ["SELECT 1"])  # the default interrupts: Ctrl-C and SystemExit only
     assert engine.handle_cancels == 0
+    engine.release.set()
+
+
+def test_a_run_past_its_timeout_is_cancelled_on_the_engine_and_is_dli_406() -> None:
+    engine = DuckDBEngine(":memory:")
+    started = time.monotonic()
+    with pytest.raises(ExecutionTimeoutError) as info:
+        run_cancellable(engine, ["SELECT 1", LONG_QUERY], timeout=0.5)
+    assert 0.5 <= time.monotonic() - started < 8
+    assert info.value.code == "DLI-406" and engine.cancelled
+    assert info.value.message.startswith("the run took longer than 0.5s and was cancelled on DuckDB: statement 2")
+    assert isinstance(info.value.__cause__, ExecutionError)  # the engine's own "cancelled", kept as the cause
+    assert not _workers_alive("dli-duckdb")
+
+
+def test_a_run_within_its_timeout_returns_its_result() -> None:
+    assert run_cancellable(DuckDBEngine(":memory:"), ["SELECT 42 AS answer"], timeout=30).records() == [{"answer": 42}]
+
+
+def test_a_timeout_whose_engine_does_not_stop_still_ends_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dli_airflow.engines import _base
+
+    monkeypatch.setattr(_base, "CANCEL_JOIN_SECONDS", 0.3)
+    engine = FakeEngine(block=True)
+    engine.cancel = lambda: None  # type: ignore[method-assign]  # the fault: a cancel that does nothing
+    with pytest.raises(ExecutionTimeoutError, match="the cancel was sent, but the run did not stop within 0.3s"):
+        run_cancellable(engine, ["SELECT 1"], timeout=0.2)
     engine.release.set()
 
 

@@ -111,7 +111,20 @@ def test_to_dict() -> None:
         "message": "two files",
         "hint": errors.SpecConflictError.hint,
         "problems": [{"file": "x.yaml", "field": "name", "line": None, "message": "declares 'a'", "hint": None}],
+        "dataset_name": None, "run_id": None, "path": "x.yaml", "field": "name",
     }
+
+
+def test_the_context_crosses_the_wire() -> None:
+    """The control plane's JSON error carries what the error is about; the client's error has it again."""
+    import httpx
+
+    from dli_airflow._api import dli_error_of
+
+    sent = errors.WorkflowNotFoundError("Workflow 'x.y' is not in Airflow", dataset_name="x.y", run_id="r1")
+    got = dli_error_of(httpx.Response(404, json=sent.to_dict()))
+    assert isinstance(got, errors.WorkflowNotFoundError) and got.code.value == "DLI-800"
+    assert (got.dataset_name, got.run_id, got.message) == ("x.y", "r1", sent.message)
 
 
 def test_str_is_the_message_and_errors_are_exceptions() -> None:

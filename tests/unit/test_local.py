@@ -1,4 +1,6 @@
-"""Local runs on the embedded DuckDB engine: statements, results, errors, cancel, dates and ranges."""
+"""Local runs on the embedded DuckDB engine: statements, results, errors, cancel, dates and ranges; where a
+local run goes, its exit statuses, and the dli connections file (the runs on Trino and BigQuery themselves are
+in ``tests/integration/test_local_engines.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -15,8 +18,29 @@ import pytest
 from dli_airflow.catalog import SpecEntry, scan
 from dli_airflow.engines import engine_class
 from dli_airflow.engines.duckdb import DuckDBEngine
-from dli_airflow.errors import ConfigError, ExecutionError, ParameterError, SqlExecutionError, TranspileError
-from dli_airflow.local import run_dates, run_entry, run_range
+from dli_airflow.errors import (
+    ConfigError,
+    DatasetNotFoundError,
+    ExecutionError,
+    ExecutionPermissionError,
+    ExecutionTimeoutError,
+    ParameterError,
+    ServerExecutionError,
+    SpecValidationError,
+    SqlExecutionError,
+    TemplateError,
+    TranspileError,
+    scrub,
+)
+from dli_airflow.local import (
+    exit_code_for,
+    load_connections_file,
+    mask_connection,
+    resolve_engine,
+    run_dates,
+    run_entry,
+    run_range,
+)
 from dli_airflow.params import today_in
 from dli_airflow.render import render_entry
 from dli_airflow.spec import DatasetSpec, load_spec
@@ -341,3 +365,117 @@ def test_example_dataset_runs_end_to_end(examples_store: Path, tmp_path: Path) -
     run_entry(entry, {"execution_date": "2024-01-15"}, duckdb_path=db)
     again = run_entry(entry, {"execution_date": "2024-01-15"}, duckdb_path=db)
     assert [r["clicks"] for r in again.result.records()] == [20, 20, 20]
+
+
+# -- where a local run goes, its exit statuses, the connections file -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("engine", "requested", "expected"),
+    [("trino", None, "trino"), ("bigquery", None, "bigquery"), ("trino", "duckdb", "duckdb"),
+     ("bigquery", "DuckDB", "duckdb"), ("trino", "trino", "trino"), ("duckdb", None, "duckdb")],
+)
+def test_a_local_run_goes_to_the_datasets_engine_unless_told_duckdb(engine: str, requested: str | None,
+                                                                   expected: str) -> None:
+    assert resolve_engine(_spec(f"engine: {engine}\n"), requested) == expected
+
+
+def test_another_engine_than_the_datasets_is_refused() -> None:
+    with pytest.raises(ParameterError, match="'s.x' is a trino dataset; its SQL runs on trino or duckdb"):
+        resolve_engine(_spec("engine: trino\n"), "bigquery")
+    with pytest.raises(ParameterError, match="its SQL runs on duckdb"):
+        resolve_engine(_spec(), "trino")
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ParameterError("bad -p"), 1), (SpecValidationError("bad spec"), 1), (DatasetNotFoundError("no such"), 1),
+        (ConfigError("no connection"), 1), (TemplateError("bad template"), 1),
+        (SqlExecutionError("syntax"), 3), (TranspileError("cannot transpile"), 3),
+        (ExecutionTimeoutError("too long"), 4),
+        (ExecutionError("cannot connect"), 5), (ExecutionPermissionError("denied"), 5),
+        (ServerExecutionError("worker crashed"), 5),
+    ],
+)
+def test_exit_statuses_tell_invalid_input_sql_errors_timeouts_and_engine_failures_apart(error: Any,
+                                                                                         status: int) -> None:
+    assert exit_code_for(error) == status
+
+
+def test_a_connections_file_becomes_airflow_connections_of_this_process(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk import BaseHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_TRINO_DEV", '{"conn_type": "trino", "host": "old.example.com"}')
+    monkeypatch.setenv("AIRFLOW_CONN_LEGACY", "")  # (so that the test leaves the environment as it found it)
+    file = tmp_path / "connections.yaml"
+    file.write_text(
+        "trino_dev:\n"
+        "  conn_type: trino\n"
+        "  host: trino.example.com\n"
+        "  port: '8443'\n"
+        "  login: ana\n"
+        "  password: 'S3cret-From-File'\n"
+        "  extra: {protocol: https, jwt__token: null, catalog: iceberg}\n"
+        "legacy: 'trino://bob:p%40ss-Word-9@legacy.example.com:443/hive?protocol=https'\n"
+    )
+    assert load_connections_file(file) == ("trino_dev", "legacy")
+    dev = BaseHook.get_connection("trino_dev")  # Airflow reads them as it reads any AIRFLOW_CONN_*: the file wins
+    assert (dev.host, dev.port, dev.login, dev.password) == ("trino.example.com", 8443, "ana", "S3cret-From-File")
+    assert dev.extra_dejson == {"protocol": "https", "jwt__token": None, "catalog": "iceberg"}
+    legacy = BaseHook.get_connection("legacy")
+    assert (legacy.host, legacy.login, legacy.password, legacy.extra_dejson) == (
+        "legacy.example.com", "bob", "p@ss-Word-9", {"protocol": "https"})
+    shown = scrub("login failed for S3cret-From-File and p@ss-Word-9 (p%40ss-Word-9)")
+    assert "S3cret" not in shown and "ss-Word-9" not in shown  # masked in every message from now on
+
+
+@pytest.mark.hostile(kind="cli-and-secrets")
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "the file is empty"),
+        ("- trino_default\n", "a connections file maps connection ids to connections"),
+        ("a b: {conn_type: trino}\n", "'a b' is not a connection id"),
+        ("t: {host: h, password: Pw-Value-123}\n", "t: conn_type is missing"),
+        ("t: {conn_type: trino, port: eighty, password: Pw-Value-123}\n", "t.port must be a port number"),
+        ("t: {conn_type: trino, extra: '{bad json Pw-Value-123'}\n", "t.extra is a string that is not JSON"),
+        ("t: {conn_type: trino, password: 2024-01-15}\n", "t.password must be text, and YAML read it as a date"),
+        ("t: {conn_type: trino, password: 0777}\n", "quote it"),
+        ("t: {conn_type: trino, password: Pw-Value-123}\nt: {conn_type: trino}\n", "duplicate key 't'"),
+    ],
+)
+def test_a_bad_connections_file_says_where_and_never_shows_a_value(tmp_path: Path, text: str, fragment: str) -> None:
+    file = tmp_path / "connections.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_connections_file(file)
+    rendered = info.value.render()
+    assert fragment in rendered and str(file) in rendered
+    for value in ("Pw-Value-123", "2024-01-15", "0777"):
+        assert value not in rendered
+
+
+def test_a_missing_connections_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_connections_file(tmp_path / "nope.yaml")
+
+
+@pytest.mark.hostile(kind="cli-and-secrets")
+@pytest.mark.parametrize(
+    ("value", "secret"),
+    [
+        ('{"conn_type": "trino", "password": "Json-Pass-777"}', "Json-Pass-777"),
+        ('{"conn_type": "trino", "extra": {"auth": "jwt", "jwt__token": "eyJhbGc.Token-Part.Sig-777"}}',
+         "eyJhbGc.Token-Part.Sig-777"),
+        ('{"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": {"private_key": "-----BEGIN KEY-777"}}}',
+         "-----BEGIN KEY-777"),
+        ("trino://ana:Uri-Pass-777@h:443/hive", "Uri-Pass-777"),
+        ("trino://ana@h:443/hive?jwt__token=Query-Token-777", "Query-Token-777"),
+    ],
+    ids=["json-password", "jwt-token", "keyfile-dict", "uri-password", "uri-token"],
+)
+def test_a_connections_secrets_are_masked_wherever_it_comes_from(value: str, secret: str) -> None:
+    mask_connection(value)
+    assert secret not in scrub(f"Error: something went wrong near {secret}!")
