@@ -47,6 +47,7 @@ def run(
     local: Annotated[bool, typer.Option("--local", help="Run on this machine (the only mode of `dataset run`).")] = True,
     param: ParamOption = None,
     store: Annotated[Optional[str], typer.Option("--store", metavar="STORE", help="Store folder; default [dli] spec_store.")] = None,
+    path: Annotated[Optional[str], typer.Option("--path", metavar="DIR", help="A project folder (specs of a Git checkout, or a store) to find NAME in, instead of the store.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and parse the SQL; run nothing.")] = False,
     start: Annotated[Optional[str], typer.Option("--start", "-s", metavar="YYYY-MM-DD", help="First execution_date of a range (YYYY-MM-DD).")] = None,
     end: Annotated[Optional[str], typer.Option("--end", "-e", metavar="YYYY-MM-DD", help="Last execution_date of a range (YYYY-MM-DD).")] = None,
@@ -61,6 +62,15 @@ def run(
 
     verbose = bool(ctx.find_root().params.get("verbose"))
     try:
+        if path is not None:
+            if store is not None:
+                from dli_airflow.errors import ParameterError
+
+                raise ParameterError("give --path or --store, not both", hint="--path DIR: a project folder; --store: a store")
+            if not _is_spec_file(name):
+                from dli_airflow.registry import project_spec_path
+
+                name = str(project_spec_path(name, path))  # then run as that spec file
         _run(name, param, store, dry_run, start, end, duckdb_path, engine, connections, timeout, fmt, verbose)
     except DliError as exc:
         exc.exit_code = exit_code_for(exc)  # the boundary prints it and exits with it

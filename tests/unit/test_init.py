@@ -63,3 +63,16 @@ def test_every_file_of_the_layout_is_checked(tmp_path, rel):
     (tmp_path / rel).write_text("mine")
     assert CliRunner().invoke(app, ["init", str(tmp_path)]).exit_code == 1
     assert (tmp_path / rel).read_text() == "mine"
+
+
+def test_a_dataset_of_a_project_folder_runs_by_name_with_path(tmp_path):
+    """--path (seed 003 §3.2: the project path): the dataset found by name in a folder of specs or a store."""
+    assert CliRunner().invoke(app, ["init", str(tmp_path)]).exit_code == 0
+    for folder in (tmp_path, tmp_path / "code"):
+        ran = subprocess.run([*DLI, "dataset", "run", "example.daily_orders", "--local", "--path", str(folder),
+                              "-p", "execution_date=2024-05-01", "--format", "json"],
+                             capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads(ran.stdout)["runs"][0]["rows"][0]["orders"] == 900
+    missing = CliRunner().invoke(app, ["dataset", "run", "example.daily_orderz", "--local", "--path", str(tmp_path)])
+    assert missing.exit_code == 1 and "Did you mean: example.daily_orders" in missing.output
