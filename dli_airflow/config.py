@@ -72,6 +72,14 @@ OPTIONS: dict[str, Option] = {
             type="float",
         ),
         Option(
+            "import_errors",
+            "Also show each broken spec in Airflow's own Dag Import Errors view, keyed to the spec file (through "
+            "Airflow's private internals, checked on 3.3.2: entries flicker at each bundle refresh). The "
+            "dli_spec_errors DAG lists the problems either way.",
+            "False",
+            type="boolean",
+        ),
+        Option(
             "max_rendered_bytes",
             "The most characters a dataset's rendered SQL (and any value its template builds) may have; "
             "a render past it fails with DLI-205 before the memory is used.",

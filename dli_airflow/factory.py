@@ -310,6 +310,10 @@ def _build_dags(
             log.warning("dli: [%s] %s", problem.code, problem.render())
     if problems and wanted in (None, errors_id):
         dags[errors_id] = build_errors_dag(problems, snapshot.store, errors_id)
+        if wanted is None and config.get("import_errors").strip().lower() in ("true", "1", "yes", "on"):
+            from dli_airflow import import_errors
+
+            import_errors.register(problems, snapshot.store)  # opt-in: Airflow's own import-errors view too
     emit_sync = maintenance if maintenance is not None else (store is None and not given_snapshot and shard == 0)
     if emit_sync and wanted in (None, SYNC_DAG_ID):
         from dli_airflow.sync import build_sync_dag

@@ -6,6 +6,7 @@ home, serves a copy of ``examples/store``, and is always stopped at the end of t
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -81,6 +82,8 @@ def e2e_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def airflow(tmp_path_factory: pytest.TempPathFactory, e2e_store: Path) -> Iterator[AirflowE2E]:
     """A real Airflow 3 (api-server, scheduler, dag-processor) with the DAGs of ``e2e_store`` listed."""
     home = tmp_path_factory.mktemp("airflow-home")
+    # broken specs also in Airflow's own import-errors view (opt-in; test_sync_e2e checks it on this Airflow)
+    os.environ["AIRFLOW__DLI__IMPORT_ERRORS"] = "True"
     # An explicit free port, so the tests never take 8080 from a `dli dev up` the developer runs.
     port = dev.free_port()
     try:

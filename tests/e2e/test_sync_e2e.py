@@ -387,6 +387,14 @@ def test_a_changed_set_of_broken_specs_shows_as_a_failed_run_of_dli_spec_errors(
             return got if got["state"] in ("success", "failed") else None
 
         assert wait_until(ended, RUN_TIMEOUT, what=f"the run of {errors}")["state"] == "failed"
+
+        def listed() -> dict[str, Any] | None:  # [dli] import_errors = True on this Airflow (conftest)
+            with driver.api() as api:
+                found = _call(api, "GET", "/importErrors", params={"limit": 100}).json()["import_errors"]
+            return next((e for e in found if e["filename"] == str(broken)), None)
+
+        entry = wait_until(listed, PARSE_TIMEOUT, what="the spec in Airflow's import errors", interval=2)
+        assert "DLI-201" in entry["stack_trace"] and "engine" in entry["stack_trace"]
         assert driver.sync()["problems"] == {"count": 1, "run_id": None}  # unchanged: no second run
         assert len(reported_runs(since)) == 1
     finally:
