@@ -282,13 +282,14 @@ class WorkflowClient(RunMethods):
     def _set_paused(self, name: str, paused: bool, source_type: SourceType | str | None) -> WorkflowRunResult:
         source = parse_choice(SourceType, source_type, "--source")
         if self._plane():
+            # setting a paused state is idempotent: retried on a timeout (SQLite's write lock can hold it)
             done = self._dli("POST", f"/workflows/{name}/{'pause' if paused else 'unpause'}",
-                             params={"source": source.value} if source else None)
+                             params={"source": source.value} if source else None, idempotent=True)
             return WorkflowRunResult(dataset_name=name, action=done["action"], message=done["message"])
         if source is not None:
             raise self._needs_plane("choosing the copy to pause by --source")
         self._require_dag(name)
-        self._api.request("PATCH", f"/dags/{name}", json={"is_paused": paused})
+        self._api.request("PATCH", f"/dags/{name}", json={"is_paused": paused}, idempotent=True)
         return WorkflowRunResult(
             dataset_name=name, action="pause" if paused else "unpause",
             message=f"{'Paused' if paused else 'Unpaused'} {name}",
