@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from dli_airflow._api import detail
-from dli_airflow.errors import DliError, ParameterError, WorkflowExecutionError, parse_choice
+from dli_airflow.errors import DliError, ParameterError, ServerUnreachableError, WorkflowExecutionError, parse_choice
 from dli_airflow.kinds import DatasetStatus, SourceType
 from dli_airflow.workflow import (
     KILLED_NOTE_PREFIX,
@@ -370,7 +370,13 @@ class RunMethods:
             )
         dag_id = raw["dag_id"]
         if self._plane():  # the server notes who stopped it: the authenticated user
-            self._dli("POST", f"/workflows/{dag_id}/runs/{run_id}/stop")
+            try:
+                self._dli("POST", f"/workflows/{dag_id}/runs/{run_id}/stop")
+            except ServerUnreachableError:
+                # the answer timed out (on SQLite a write can wait >30 s for the lock): the stop may have been
+                # made; look before asking once more, so a run is never reported as not stopped, nor stopped twice
+                if not run_from_api(self._find_run(run_id, dag_id)).status.is_terminal:
+                    self._dli("POST", f"/workflows/{dag_id}/runs/{run_id}/stop")
         else:
             note = f"{KILLED_NOTE_PREFIX} {_user()} through dli at {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
             self._api.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"note": note}, params={"update_mask": "note"})

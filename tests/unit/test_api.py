@@ -338,3 +338,37 @@ def test_dli_workflow_list_warns_of_broken_specs_the_control_plane_counts(server
     assert "dli_spec_errors" in table.stderr and "broken" not in table.stdout
     as_json = runner.invoke(app, ["workflow", "list", "--format", "json"])
     assert _json.loads(as_json.stdout)["problems"] == 2
+
+
+@pytest.mark.parametrize("made", [True, False])
+def test_a_stop_whose_answer_timed_out_is_looked_at_before_it_is_sent_again(server, made):
+    """A fault that cannot be caused on demand: the control plane's stop answers too late (SQLite's write lock
+    held it past the client's timeout). The client reads the run: stopped meanwhile → done, one stop sent;
+    still running → one more stop. Never a second stop of a stopped run, never a stop reported that was not made."""
+    from dli_airflow.client import WorkflowClient
+
+    stops: list[str] = []
+    state = {"value": "running", "note": None}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/dli/api/v1/health":
+            return httpx.Response(200, json={"status": "ok", "version": "x"})
+        if request.url.path == "/dli/api/v1/workflows/d/runs/r1/stop":
+            stops.append(request.method)
+            if len(stops) == 1:
+                if made:
+                    state.update(value="failed", note="dli: stopped by ana through dli")
+                raise httpx.ReadTimeout("timed out", request=request)
+            state.update(value="failed", note="dli: stopped by ana through dli")
+            return httpx.Response(200, json={"dataset_name": "d", "action": "stop", "run_id": "r1"})
+        if request.url.path == "/api/v2/dags/d/dagRuns/r1":
+            return httpx.Response(200, json={"dag_run_id": "r1", "dag_id": "d", "state": state["value"],
+                                             "note": state["note"], "run_type": "manual"})
+        if request.url.path == "/api/v2/dags/d/dagRuns/r1/taskInstances":
+            return httpx.Response(200, json={"task_instances": []})
+        return server.handler(request)
+
+    client = WorkflowClient(URL, username="ana", password=PASSWORD, transport=httpx.MockTransport(handler))
+    stopped = client.stop("r1", dataset="d")
+    assert stopped.status.value == "KILLED"
+    assert len(stops) == (1 if made else 2)
