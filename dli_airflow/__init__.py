@@ -138,7 +138,6 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from dli_airflow.catalog import SpecEntry, StoreSnapshot, open_store, scan
     from dli_airflow.client import WorkflowClient
-    from dli_airflow.testing import FakeWorkflowClient
     from dli_airflow.errors import (
         ConfigError,
         DatasetNotFoundError,
@@ -180,6 +179,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         SourceType,
         load_spec,
     )
+    from dli_airflow.testing import FakeWorkflowClient
     from dli_airflow.workflow import (
         RunStatus,
         TaskLog,

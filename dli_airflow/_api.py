@@ -20,7 +20,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import httpx
@@ -37,6 +37,10 @@ from dli_airflow.errors import (
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 #: The REST API's prefix under the Airflow URL.
 API_PREFIX = "/api/v2"
+#: dli's control plane in the api-server (the dli plugin), beside Airflow's ``/api/v2``
+DLI_API = "/dli/api/v1"
+#: workflows per page of the control plane's list (its largest)
+PLANE_PAGE = 1000
 
 
 def backoff(attempt: int) -> float:
@@ -124,6 +128,41 @@ def no_credentials() -> ServerAuthError:
         "No Airflow credentials: set DLI_AIRFLOW_TOKEN, or DLI_AIRFLOW_USERNAME and DLI_AIRFLOW_PASSWORD",
         hint="a token from any auth manager works through DLI_AIRFLOW_TOKEN",
     )
+
+
+def settings_from_env(**overrides: Any) -> dict[str, Any]:
+    """A client's connection settings from ``DLI_AIRFLOW_URL``, ``DLI_AIRFLOW_TOKEN`` or
+    ``DLI_AIRFLOW_USERNAME``/``_PASSWORD``, ``DLI_AIRFLOW_CA_BUNDLE`` and ``DLI_AIRFLOW_TIMEOUT``; keyword
+    arguments that are not ``None`` override them. The keyword arguments of :class:`ApiTransport`."""
+    env = os.environ
+    settings: dict[str, Any] = {
+        "url": env.get("DLI_AIRFLOW_URL"),
+        "token": env.get("DLI_AIRFLOW_TOKEN") or None,
+        "username": env.get("DLI_AIRFLOW_USERNAME") or None,
+        "password": env.get("DLI_AIRFLOW_PASSWORD") or None,
+    }
+    if env.get("DLI_AIRFLOW_CA_BUNDLE"):
+        settings["verify"] = env["DLI_AIRFLOW_CA_BUNDLE"]
+    if env.get("DLI_AIRFLOW_TIMEOUT"):
+        settings["timeout"] = float(env["DLI_AIRFLOW_TIMEOUT"])
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def check_settings(url: str | None, token: str | None, username: str | None, password: str | None) -> str:
+    """The URL, once there is one and credentials to go with it.
+
+    :raises ServerUnreachableError: no URL
+    :raises ServerAuthError: neither a token nor a username and password
+    """
+    if not url:
+        raise ServerUnreachableError(
+            "No Airflow URL: pass url= or set DLI_AIRFLOW_URL (e.g. http://127.0.0.1:8080)",
+            hint="`dli dev status` shows the URL of a local Airflow",
+        )
+    if token is None and (username is None or password is None):
+        raise no_credentials()
+    return url
 
 
 class AirflowJWTAuth(httpx.Auth):
@@ -338,8 +377,40 @@ class ApiTransport:
             raise map_transport_error(exc, self.url) from exc
 
 
+def plane_list(
+    api: ApiTransport, params: Mapping[str, Any], limit: int | None,
+    decode: Callable[[bytes], tuple[list[Any], int, int]],
+) -> tuple[list[Any], int, int] | None:
+    """Every workflow of the control plane's ``GET /dli/api/v1/workflows`` (or the first ``limit``), paged
+    by :data:`PLANE_PAGE`: ``(workflows, total, problems)``, or ``None`` when this Airflow has no control
+    plane (Airflow's own 404). The first page doubles as the plane's probe (no ``/health`` round trip).
+
+    :param params: the list's filters (``None`` values left out)
+    :param decode: one page's bytes as ``(workflows, total_entries, problems)``: the client validates them
+        into its models, ``dli workflow list`` reads plain JSON (no pydantic import on the CLI's hot path)
+    """
+    query = {k: v for k, v in params.items() if v is not None}
+    found: list[Any] = []
+    total = problems = 0
+    while limit is None or len(found) < limit:
+        size = PLANE_PAGE if limit is None else min(PLANE_PAGE, limit - len(found))
+        response = api.request("GET", "/workflows", prefix=DLI_API, ok=(200, 404),
+                               params={**query, "limit": size, "offset": len(found)})
+        if response.status_code == 404:
+            if dli_error_of(response) is not None:
+                raise_for_response(response, api.url, "/workflows")
+            return None  # Airflow's own 404: no dli plugin in this api-server
+        workflows, total, problems = decode(response.content)
+        found.extend(workflows)
+        if not workflows or len(found) >= total:
+            break
+    return found, total, problems
+
+
 __all__ = [
     "API_PREFIX",
+    "DLI_API",
+    "PLANE_PAGE",
     "AirflowJWTAuth",
     "ApiTransport",
     "RETRY_STATUSES",
@@ -347,6 +418,9 @@ __all__ = [
     "detail",
     "is_expired_token",
     "map_transport_error",
+    "check_settings",
     "no_credentials",
+    "plane_list",
     "raise_for_response",
+    "settings_from_env",
 ]

@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from dli_airflow._api import ApiTransport, dli_error_of, no_credentials, raise_for_response
+from dli_airflow._api import DLI_API, ApiTransport, check_settings, plane_list, settings_from_env
 from dli_airflow._runs import RunMethods
 from dli_airflow.errors import (
     ParameterError,
     ServerExecutionError,
-    ServerUnreachableError,
     WorkflowNotFoundError,
     parse_choice,
 )
@@ -48,10 +47,6 @@ from dli_airflow.workflow import (
 
 log = logging.getLogger(__name__)
 
-#: dli's control plane in the api-server (the dli plugin), beside Airflow's ``/api/v2``
-DLI_API = "/dli/api/v1"
-#: workflows per page of the control plane's list (its largest)
-PLANE_PAGE = 1000
 
 
 
@@ -62,6 +57,12 @@ if TYPE_CHECKING:
         from typing import Unpack
     else:
         from typing_extensions import Unpack
+
+
+def _page_of(content: bytes) -> tuple[list[WorkflowInfo], int, int]:
+    """One page of the control plane's list, validated from its bytes."""
+    page = WorkflowPage.model_validate_json(content)
+    return page.workflows, page.total_entries, page.problems
 
 
 class WorkflowClient(RunMethods):
@@ -87,15 +88,8 @@ class WorkflowClient(RunMethods):
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if not url:
-            raise ServerUnreachableError(
-                "No Airflow URL: pass url= or set DLI_AIRFLOW_URL (e.g. http://127.0.0.1:8080)",
-                hint="`dli dev status` shows the URL of a local Airflow",
-            )
-        if token is None and (username is None or password is None):
-            raise no_credentials()
         self._api = ApiTransport(
-            url, token=token, username=username, password=password, timeout=timeout, verify=verify,
+            check_settings(url, token, username, password), token=token, username=username, password=password, timeout=timeout, verify=verify,
             retries=retries, transport=transport,
         )
         self.url = self._api.url
@@ -110,19 +104,7 @@ class WorkflowClient(RunMethods):
     def from_env(cls, **overrides: Any) -> WorkflowClient:
         """A client from ``DLI_AIRFLOW_URL``, ``DLI_AIRFLOW_TOKEN`` or ``DLI_AIRFLOW_USERNAME``/``_PASSWORD``,
         ``DLI_AIRFLOW_CA_BUNDLE`` and ``DLI_AIRFLOW_TIMEOUT``; keyword arguments override them."""
-        env = os.environ
-        kwargs: dict[str, Any] = {
-            "url": env.get("DLI_AIRFLOW_URL"),
-            "token": env.get("DLI_AIRFLOW_TOKEN") or None,
-            "username": env.get("DLI_AIRFLOW_USERNAME") or None,
-            "password": env.get("DLI_AIRFLOW_PASSWORD") or None,
-        }
-        if env.get("DLI_AIRFLOW_CA_BUNDLE"):
-            kwargs["verify"] = env["DLI_AIRFLOW_CA_BUNDLE"]
-        if env.get("DLI_AIRFLOW_TIMEOUT"):
-            kwargs["timeout"] = float(env["DLI_AIRFLOW_TIMEOUT"])
-        kwargs.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**kwargs)
+        return cls(**settings_from_env(**overrides))
 
     def close(self) -> None:
         self._api.close()
@@ -224,28 +206,15 @@ class WorkflowClient(RunMethods):
     ) -> WorkflowListResult | None:
         """The list, paged; ``None`` when this Airflow has no control plane. The first page doubles as the
         plane's probe (no ``/health`` round trip first), and each page is validated from its bytes."""
-        params: dict[str, Any] = {
+        params = {
             "source": source.value if source else None, "status": status.value if status else None,
             "filter": dataset_filter or None, "running": running_only or None, "enabled": enabled_only or None,
         }
-        params = {k: v for k, v in params.items() if v is not None}
-        found: list[WorkflowInfo] = []
-        total = problems = 0
-        while limit is None or len(found) < limit:
-            size = PLANE_PAGE if limit is None else min(PLANE_PAGE, limit - len(found))
-            response = self._api.request("GET", "/workflows", prefix=DLI_API, ok=(200, 404),
-                                         params={**params, "limit": size, "offset": len(found)})
-            if response.status_code == 404:
-                if dli_error_of(response) is not None:
-                    raise_for_response(response, self.url, "/workflows")
-                self._has_plane = False  # Airflow's own 404: no dli plugin in this api-server
-                return None
-            self._has_plane = True
-            page = WorkflowPage.model_validate_json(response.content)
-            total, problems = page.total_entries, page.problems
-            found.extend(page.workflows)
-            if not page.workflows or len(found) >= total:
-                break
+        listed = plane_list(self._api, params, limit, _page_of)
+        self._has_plane = listed is not None
+        if listed is None:
+            return None
+        found, total, problems = listed
         return WorkflowListResult(workflows=tuple(found), total_count=total, problems=problems)
 
     def _running_dag_ids(self) -> set[str]:

@@ -59,14 +59,20 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def _indent() -> int | None:
+    """``--format json`` is indented on a terminal and one compact line into a pipe or a file, as ``gh``
+    prints it (``| jq .`` indents it again): Python's indenting encoder is its pure-Python one, 30–40 ms
+    for 1,000 workflows, the C one a fifth of that."""
+    return 2 if _is_tty() else None
+
+
 def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=_default, ensure_ascii=False))
+    typer.echo(json.dumps(data, indent=_indent(), default=_default, ensure_ascii=False))
 
 
 def print_model(model: Any) -> None:
-    """A result model as indented JSON, serialised by pydantic's core (``json.dumps(indent=2)`` is the pure
-    Python encoder: 40 ms for a list of 1,000 workflows)."""
-    typer.echo(model.model_dump_json(indent=2))
+    """A result model as JSON, serialised by pydantic's core (indented on a terminal, as :func:`print_json`)."""
+    typer.echo(model.model_dump_json(indent=_indent()))
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:

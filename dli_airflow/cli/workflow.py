@@ -36,19 +36,19 @@ DatasetOption = Annotated[
 SourceOption = Annotated[Optional[str], typer.Option("--source", metavar="SOURCE", help="code or manual (default: the active copy).")]
 
 
-def _client() -> Any:
-    """The client of the Airflow named by ``DLI_AIRFLOW_URL``, else of the running ``dli dev up``. The spec
-    store is never read here: the control plane in Airflow reads it."""
-    from dli_airflow.client import WorkflowClient
+def _connection() -> dict[str, Any]:
+    """The connection settings of the Airflow named by ``DLI_AIRFLOW_URL``, else of the running
+    ``dli dev up``. The spec store is never read here: the control plane in Airflow reads it."""
+    from dli_airflow._api import settings_from_env
 
     if os.environ.get("DLI_AIRFLOW_URL"):
-        return WorkflowClient.from_env()
+        return settings_from_env()
     from dli_airflow import config, dev
 
     home = config.dev_home()
     status = dev.status(home) if home.is_dir() else None
     if status is not None and status.running and status.url and status.password:
-        return WorkflowClient(url=status.url, username=status.username, password=status.password)
+        return {"url": status.url, "username": status.username, "password": status.password}
     from dli_airflow.errors import ServerUnreachableError
 
     where = f"no dev Airflow is running in {home}" if home.is_dir() else f"no dev Airflow in {home}"
@@ -58,6 +58,22 @@ def _client() -> Any:
         "DLI_AIRFLOW_USERNAME and DLI_AIRFLOW_PASSWORD; or start a local Airflow with `dli dev up` (one "
         f"started with --home elsewhere: set {config.DEV_HOME_ENV} to that folder)",
     )
+
+
+def _transport() -> Any:
+    """The bare :class:`~dli_airflow._api.ApiTransport` of :func:`_connection` (no client models)."""
+    from dli_airflow._api import ApiTransport, check_settings
+
+    settings = _connection()
+    check_settings(settings.get("url"), settings.get("token"), settings.get("username"), settings.get("password"))
+    return ApiTransport(**settings)
+
+
+def _client() -> Any:
+    """The :class:`~dli_airflow.client.WorkflowClient` of :func:`_connection`."""
+    from dli_airflow.client import WorkflowClient
+
+    return WorkflowClient(**_connection())
 
 
 def _fmt_time(value: Optional[datetime]) -> str:
@@ -302,29 +318,62 @@ def list_workflows(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List workflows: the store joined with Airflow's DAGs by the control plane (overridden manual specs included)."""
-    with _client() as client:
-        result = client.list_workflows(
-            source_type=None if source == "all" else source, dataset_filter=dataset, running_only=running,
-            enabled_only=enabled_only, limit=limit,
-        )
+    from dli_airflow.errors import parse_choice
+    from dli_airflow.kinds import SourceType
+
+    chosen = parse_choice(SourceType, None if source == "all" else source, "--source")
+    listed = _list_on_the_plane(chosen, dataset, running, enabled_only, limit)
+    if listed is None:  # an Airflow without dli's control plane: the client reads Airflow's dli DAGs alone
+        with _client() as client:
+            result = client.list_workflows(source_type=chosen, dataset_filter=dataset, running_only=running,
+                                           enabled_only=enabled_only, limit=limit)
+        listed = {"workflows": [info.model_dump(mode="json") for info in result.workflows],
+                  "total_count": result.total_count, "problems": result.problems}
     if fmt is OutputFormat.json:
-        print_model(result)
+        print_json(listed)
         return
     rows = []
-    for info in result.workflows:
-        next_run = _fmt_zoned(info.next_run, info.timezone)
-        if info.overridden_by is not None:
-            next_run = f"- (overridden by {info.overridden_by.value})"
-        elif not info.in_airflow:
+    for info in listed["workflows"]:
+        next_run = _fmt_zoned(_when(info.get("next_run")), info.get("timezone"))
+        if info.get("overridden_by") is not None:
+            next_run = f"- (overridden by {info['overridden_by']})"
+        elif not info.get("in_airflow", True):
             next_run = "- (not in Airflow yet)"
-        rows.append((info.dataset_name, info.source_type.value, info.status.value, info.cron or "-", next_run))
+        rows.append((info["dataset_name"], info["source_type"], info["status"], info.get("cron") or "-", next_run))
     print_table(["DATASET", "SOURCE", "STATUS", "CRON", "NEXT RUN"], rows)
-    if result.problems:
+    if listed["problems"]:
         typer.echo(
-            f"warning: {result.problems} spec file(s) in the store are broken and are no workflow: the "
+            f"warning: {listed['problems']} spec file(s) in the store are broken and are no workflow: the "
             "dli_spec_errors DAG lists them, and `dli spec validate` (with the store) shows each with its fix",
             err=True,
         )
+
+
+def _list_on_the_plane(source: Any, dataset: Optional[str], running: bool, enabled_only: bool,
+                       limit: Optional[int]) -> Optional[dict[str, Any]]:
+    """The control plane's list as plain JSON (``workflows``, ``total_count``, ``problems``), or ``None``
+    without a control plane. Never imports pydantic or the client's models: the CLI's most used read costs
+    its start, the transport and the requests (bench/plane.py measures it against ``dli --help``)."""
+    import json
+
+    from dli_airflow._api import plane_list
+
+    def decode(content: bytes) -> tuple[list[Any], int, int]:
+        page = json.loads(content)
+        return page["workflows"], int(page["total_entries"]), int(page.get("problems") or 0)
+
+    params = {"source": source.value if source else None, "filter": dataset or None,
+              "running": running or None, "enabled": enabled_only or None}
+    with _transport() as api:
+        listed = plane_list(api, params, limit, decode)
+    if listed is None:
+        return None
+    workflows, total, problems = listed
+    return {"workflows": workflows, "total_count": total, "problems": problems}
+
+
+def _when(value: Optional[str]) -> Optional[datetime]:
+    return datetime.fromisoformat(value) if value else None
 
 
 @app.command("history")

@@ -322,15 +322,14 @@ def test_dli_workflow_list_warns_of_broken_specs_the_control_plane_counts(server
     from typer.testing import CliRunner
 
     from dli_airflow.cli import app
-    from dli_airflow.client import WorkflowClient
 
     info = {"dataset_name": "team.ok", "source_type": "code", "status": "active"}
 
     def plane(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"workflows": [info], "total_entries": 1, "problems": 2})
 
-    monkeypatch.setattr("dli_airflow.cli.workflow._client",
-                        lambda: WorkflowClient(URL, token="t", transport=httpx.MockTransport(plane)))
+    monkeypatch.setattr("dli_airflow.cli.workflow._transport",
+                        lambda: _api.ApiTransport(URL, token="t", transport=httpx.MockTransport(plane)))
     runner = CliRunner()
     table = runner.invoke(app, ["workflow", "list"])
     assert table.exit_code == 0, table.output
@@ -338,6 +337,63 @@ def test_dli_workflow_list_warns_of_broken_specs_the_control_plane_counts(server
     assert "dli_spec_errors" in table.stderr and "broken" not in table.stdout
     as_json = runner.invoke(app, ["workflow", "list", "--format", "json"])
     assert _json.loads(as_json.stdout)["problems"] == 2
+
+
+def test_dli_workflow_list_reads_the_plane_as_plain_json_and_falls_back_without_it(monkeypatch):
+    """`dli workflow list` pages the control plane with the bare transport (the client's pydantic models
+    are not imported on that path: it is the CLI's most used read); against an Airflow without the plugin
+    it falls back to the client, which lists Airflow's dli DAGs. Both print the same shapes."""
+    import json as _json
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from dli_airflow.cli import app
+    from dli_airflow.client import WorkflowClient
+
+    info = {"dataset_name": "team.ok", "source_type": "manual", "status": "overridden", "overridden_by": "code",
+            "cron": "0 9 * * *", "timezone": "Asia/Seoul", "next_run": None, "in_airflow": False}
+    pages: list[dict[str, str]] = []
+
+    def plane(request: httpx.Request) -> httpx.Response:
+        pages.append(dict(request.url.params))
+        offset = int(request.url.params["offset"])
+        return httpx.Response(200, json={"workflows": [{**info, "dataset_name": f"team.d{offset}"}],
+                                         "total_entries": 2, "problems": 0})
+
+    monkeypatch.setattr("dli_airflow.cli.workflow._transport",
+                        lambda: _api.ApiTransport(URL, token="t", transport=httpx.MockTransport(plane)))
+    runner = CliRunner()
+    table = runner.invoke(app, ["workflow", "list", "--source", "manual", "-d", "team"])
+    assert table.exit_code == 0, table.output
+    assert "team.d0" in table.stdout and "team.d1" in table.stdout and "(overridden by code)" in table.stdout
+    assert [p["offset"] for p in pages] == ["0", "1"] and pages[0]["source"] == "manual" and pages[0]["filter"] == "team"
+    listed = _json.loads(runner.invoke(app, ["workflow", "list", "--format", "json", "-n", "1"]).stdout)
+    assert listed["total_count"] == 2 and [w["dataset_name"] for w in listed["workflows"]] == ["team.d0"]
+
+    dags = [{"dag_id": "ds_a", "is_paused": True, "tags": [{"name": "dli"}, {"name": "dli:code"}],
+             "timetable_summary": None, "next_dagrun_logical_date": None, "owners": ["o"], "is_stale": False}]
+
+    def without_plane(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/dli/"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        if request.url.path == "/api/v2/dags":
+            return httpx.Response(200, json={"dags": dags, "total_entries": 1})
+        return httpx.Response(200, json={"dag_runs": [], "total_entries": 0})
+
+    monkeypatch.setattr("dli_airflow.cli.workflow._transport",
+                        lambda: _api.ApiTransport(URL, token="t", transport=httpx.MockTransport(without_plane)))
+    monkeypatch.setattr("dli_airflow.cli.workflow._client",
+                        lambda: WorkflowClient(URL, token="t", transport=httpx.MockTransport(without_plane)))
+    fallback = _json.loads(runner.invoke(app, ["workflow", "list", "--format", "json"]).stdout)
+    assert [(w["dataset_name"], w["status"]) for w in fallback["workflows"]] == [("ds_a", "paused")]
+
+    # the plane's path imports no pydantic (a fresh interpreter: this one has it already)
+    probe = ("import sys; from dli_airflow.cli import workflow as w; import dli_airflow._api; "
+             "print(sorted(m for m in ('pydantic', 'dli_airflow.client', 'dli_airflow.workflow') if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]", shown.stdout
 
 
 @pytest.mark.parametrize("made", [True, False])
