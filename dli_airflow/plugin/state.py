@@ -6,6 +6,7 @@ authorized and audited by Airflow exactly once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -14,39 +15,87 @@ if TYPE_CHECKING:
     from dli_airflow.catalog import StoreSnapshot
 
 #: How long one snapshot answers requests before the store is listed again (a LIST per prefix, GETs only
-#: for changed objects): a burst of requests costs one listing, and a change shows within this many seconds.
+#: for changed objects): a burst of requests costs one listing, and a change shows within this many seconds
+#: plus one listing. The listing is made in the background: a request never waits for it (a store of 1,000
+#: local specs takes most of a second to list), it is answered from the snapshot it replaces.
 SNAPSHOT_TTL_SECONDS = 5.0
+#: A snapshot older than this is never served: the request lists the store itself (a background listing
+#: that hangs, e.g. on an S3 endpoint that stopped answering, cannot hold stale answers longer than this).
+SNAPSHOT_MAX_AGE_SECONDS = 60.0
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _memo: tuple[float, str, StoreSnapshot] | None = None
+#: bumped by every write's :func:`forget_snapshot`: a background listing begun before a write never
+#: installs its (older) snapshot after it
+_generation = 0
+_refreshing = False
+
+
+def _load(store: str) -> StoreSnapshot:
+    from dli_airflow.cache import load_snapshot
+
+    return load_snapshot(store)
+
+
+def _install(store: str, generation: int, loaded: StoreSnapshot, started: float) -> None:
+    global _memo
+    if generation == _generation and (_memo is None or _memo[0] <= started):
+        _memo = (started, store, loaded)
+
+
+def _refresh(store: str, generation: int) -> None:
+    global _refreshing
+    started = time.monotonic()
+    try:
+        loaded = _load(store)
+    except Exception:  # noqa: BLE001 - the next request lists again (or serves the last snapshot until its age runs out)
+        log.warning("dli: listing the spec store in the background failed; the last snapshot answers meanwhile",
+                    exc_info=True)
+        loaded = None
+    with _lock:
+        _refreshing = False
+        if loaded is not None:
+            _install(store, generation, loaded, started)
 
 
 def snapshot(*, fresh: bool = False) -> StoreSnapshot:
-    """The store's resolved snapshot, at most :data:`SNAPSHOT_TTL_SECONDS` old (``fresh``: listed now — one
-    dataset's page and every write see the store as it is, the list of all may lag by the TTL).
+    """The store's resolved snapshot (``fresh``: listed now — one dataset's page and every write see the
+    store as it is; the list of all may lag by :data:`SNAPSHOT_TTL_SECONDS` plus one listing).
 
-    During an outage this is the last good copy, its ``warnings`` saying so; with neither store nor copy it
-    raises the store's DLI-503.
+    A snapshot past its TTL still answers while one background thread lists the store again (stale while
+    revalidating), up to :data:`SNAPSHOT_MAX_AGE_SECONDS`. During an outage this is the last good copy, its
+    ``warnings`` saying so; with neither store nor copy it raises the store's DLI-503.
     """
-    global _memo
+    global _refreshing
     from dli_airflow import config
-    from dli_airflow.cache import load_snapshot
 
     store = config.spec_store()
-    now = time.monotonic()
     with _lock:
-        if not fresh and _memo is not None and _memo[1] == store and now - _memo[0] < SNAPSHOT_TTL_SECONDS:
-            return _memo[2]
-        fresh = load_snapshot(store)
-        _memo = (time.monotonic(), store, fresh)
-        return fresh
+        memo, generation = _memo, _generation
+        if not fresh and memo is not None and memo[1] == store:
+            age = time.monotonic() - memo[0]
+            if age < SNAPSHOT_TTL_SECONDS:
+                return memo[2]
+            if age < SNAPSHOT_MAX_AGE_SECONDS:
+                if not _refreshing:
+                    _refreshing = True
+                    threading.Thread(target=_refresh, args=(store, generation), daemon=True,
+                                     name="dli-snapshot-refresh").start()
+                return memo[2]
+    started = time.monotonic()
+    loaded = _load(store)
+    with _lock:
+        _install(store, generation, loaded, started)
+    return loaded
 
 
 def forget_snapshot() -> None:
     """Read the store again on the next request (after a write through the control plane)."""
-    global _memo
+    global _memo, _generation
     with _lock:
         _memo = None
+        _generation += 1
 
 
 def _iso(value: Any) -> str | None:
@@ -173,6 +222,6 @@ def audit(event: str, user: Any, name: str, request_from: str | None, **extra: A
 
 
 __all__ = [
-    "SNAPSHOT_TTL_SECONDS", "audit", "dli_dags", "forget_snapshot", "request_reparse", "running_dag_ids",
+    "SNAPSHOT_MAX_AGE_SECONDS", "SNAPSHOT_TTL_SECONDS", "audit", "dli_dags", "forget_snapshot", "request_reparse", "running_dag_ids",
     "snapshot", "sync_transitions",
 ]

@@ -105,3 +105,55 @@ def test_a_workflow_not_in_airflow_gets_the_one_hint_that_fits():
     assert "dli workflow get team.daily" in pending.hint
     unknown = not_in_airflow("team.nope", in_store=False)
     assert "not parsed" not in unknown.render() and "dli workflow list" in unknown.hint
+
+
+def test_the_control_plane_answers_from_its_snapshot_while_it_lists_the_store_again(monkeypatch, tmp_path):
+    """Stale while revalidating: past its TTL, the snapshot still answers at once while one background
+    listing runs (a 1,000-spec store takes most of a second to list: every fifth request used to wait for
+    it); a write's forget_snapshot wins over a listing begun before it; past the maximum age a request lists
+    the store itself. The listing is slowed by an event here, a fault a real store cannot be made to show."""
+    import threading
+    import time
+
+    from dli_airflow.plugin import state
+
+    monkeypatch.setenv("AIRFLOW__DLI__SPEC_STORE", str(tmp_path))
+    gate = threading.Event()
+    loads: list[int] = []
+
+    def load(store: str) -> object:
+        number = len(loads) + 1
+        loads.append(number)
+        if number > 1:
+            assert gate.wait(10)
+        return f"snapshot {number}"
+
+    monkeypatch.setattr(state, "_load", load)
+    monkeypatch.setattr(state, "SNAPSHOT_TTL_SECONDS", 0.05)
+    state.forget_snapshot()
+    assert state.snapshot() == "snapshot 1"  # the first one is listed by the request
+    time.sleep(0.06)
+    began = time.monotonic()
+    assert state.snapshot() == "snapshot 1" and state.snapshot() == "snapshot 1"  # answered while listing
+    assert time.monotonic() - began < 1 and len(loads) == 2  # one background listing, not one per request
+    gate.set()
+    deadline = time.monotonic() + 5
+    while state.snapshot() != "snapshot 2":
+        assert time.monotonic() < deadline, "the background listing was never installed"
+        time.sleep(0.01)
+
+    # a write during a background listing: the listing's (older) snapshot is never installed
+    gate.clear()
+    time.sleep(0.06)
+    assert state.snapshot() == "snapshot 2"  # starts listing 3, held by the gate
+    state.forget_snapshot()
+    gate.set()
+    assert state.snapshot() == "snapshot 4"  # the request after the write lists the store itself
+    time.sleep(0.2)
+    assert state._memo is not None and state._memo[2] == "snapshot 4"  # listing 3 came back and was dropped
+
+    # past the maximum age nothing stale is served
+    monkeypatch.setattr(state, "SNAPSHOT_MAX_AGE_SECONDS", 0.05)
+    time.sleep(0.06)
+    assert state.snapshot() == "snapshot 5"
+    state.forget_snapshot()
