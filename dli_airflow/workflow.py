@@ -401,8 +401,14 @@ def log_line_text(item: Any) -> str:
     return str(item)
 
 
-def info_from_entry(entry: SpecEntry, dag: Mapping[str, Any] | None, running: bool) -> WorkflowInfo:
-    """A :class:`WorkflowInfo` from a store entry and its DAG in Airflow (``None``: not parsed yet)."""
+def info_from_entry(
+    entry: SpecEntry, dag: Mapping[str, Any] | None, running: bool, *, default_engine: str | None = None
+) -> WorkflowInfo:
+    """A :class:`WorkflowInfo` from a store entry and its DAG in Airflow (``None``: not parsed yet).
+
+    :param default_engine: ``[dli] default_engine`` when the caller has read it already (a list of 1,000
+        entries reads Airflow's config once, not once per spec without an ``engine``)
+    """
     spec = entry.spec
     status = entry.status
     if status is not WorkflowStatus.OVERRIDDEN and dag is not None:
@@ -424,7 +430,7 @@ def info_from_entry(entry: SpecEntry, dag: Mapping[str, Any] | None, running: bo
         overridden_by=entry.overridden_by,
         owner=spec.owner,
         team=spec.team,
-        engine=spec.resolved_engine,
+        engine=spec.engine or default_engine or spec.resolved_engine,
         description=spec.description,
         depends_on=tuple(spec.depends_on),
         parameters=tuple(f"{p.name} ({'required' if p.required else 'optional'})" for p in spec.parameters),
@@ -476,11 +482,16 @@ def merge_workflows(
     """
     infos: list[WorkflowInfo] = []
     seen: set[str] = set()
+    default_engine: str | None = None
     for entry in entries:
         if only is not None and entry.name != only:
             continue
+        if default_engine is None and entry.spec.engine is None:
+            from dli_airflow import config
+
+            default_engine = config.default_engine()
         dag = dags.get(entry.name) if entry.schedules else None
-        infos.append(info_from_entry(entry, dag, entry.name in running))
+        infos.append(info_from_entry(entry, dag, entry.name in running, default_engine=default_engine))
         if entry.schedules:
             seen.add(entry.name)
     for dag_id, dag in dags.items():

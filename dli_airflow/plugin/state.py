@@ -107,30 +107,37 @@ def dli_dags(only: str | None = None) -> dict[str, dict[str, Any]]:
     from airflow.models.dag import DagModel, DagTag
     from airflow.utils.session import create_session
     from sqlalchemy import select
-    from sqlalchemy.orm import selectinload
 
-    query = (
-        select(DagModel)
-        .where(DagModel.is_stale.is_(False), DagModel.dag_id.in_(select(DagTag.dag_id).where(DagTag.name == "dli")))
-        .options(selectinload(DagModel.tags))
-    )
+    # Columns, not ORM instances: building 1,000 DagModel objects (and their tags through selectinload)
+    # was four fifths of the control plane's list at 1,000 workflows.
+    dli = select(DagTag.dag_id).where(DagTag.name == "dli")
+    query = select(
+        DagModel.dag_id, DagModel.is_paused, DagModel.next_dagrun_create_after, DagModel.next_dagrun,
+        DagModel.owners, DagModel.description, DagModel.timetable_summary,
+    ).where(DagModel.is_stale.is_(False), DagModel.dag_id.in_(dli))
+    tags = select(DagTag.dag_id, DagTag.name).where(DagTag.dag_id.in_(dli))
     if only is not None:
         query = query.where(DagModel.dag_id == only)
+        tags = tags.where(DagTag.dag_id == only)
     with create_session() as session:
-        return {
-            dag.dag_id: {
-                "dag_id": dag.dag_id,
-                "is_paused": bool(dag.is_paused),
-                "is_stale": False,
-                "next_dagrun_run_after": _iso(dag.next_dagrun_create_after),
-                "next_dagrun_logical_date": _iso(dag.next_dagrun),
-                "tags": [{"name": tag.name} for tag in dag.tags],
-                "owners": [o.strip() for o in (dag.owners or "").split(",") if o.strip()],
-                "description": dag.description,
-                "timetable_summary": dag.timetable_summary,
-            }
-            for dag in session.scalars(query)
+        rows = session.execute(query).all()
+        tags_of: dict[str, list[dict[str, str]]] = {}
+        for dag_id, name in session.execute(tags):
+            tags_of.setdefault(dag_id, []).append({"name": name})
+    return {
+        dag_id: {
+            "dag_id": dag_id,
+            "is_paused": bool(is_paused),
+            "is_stale": False,
+            "next_dagrun_run_after": _iso(create_after),
+            "next_dagrun_logical_date": _iso(next_dagrun),
+            "tags": sorted(tags_of.get(dag_id, []), key=lambda t: t["name"]),
+            "owners": [o.strip() for o in (owners or "").split(",") if o.strip()],
+            "description": description,
+            "timetable_summary": timetable_summary,
         }
+        for dag_id, is_paused, create_after, next_dagrun, owners, description, timetable_summary in rows
+    }
 
 
 def running_dag_ids() -> set[str]:
