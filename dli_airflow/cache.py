@@ -318,7 +318,9 @@ def _load_one(store: ReleaseStore, path: Path, cache_dir: Path | None) -> StoreS
     cached = _read(path)
     if cached is not None and cached.signature == signature:
         return cached.snapshot
-    snapshot, _ = resolve_fetching(store, listed, {}, last_good=cached.snapshot if cached is not None else None)
+    # a worker: its task's render checks the template before any SQL runs (no sqlglot to build the DAG)
+    snapshot, _ = resolve_fetching(store, listed, {}, last_good=cached.snapshot if cached is not None else None,
+                                   check_sql=False)
     _write(path, signature, snapshot)
     return snapshot
 

@@ -170,6 +170,7 @@ def resolve(
     reuse: Reusable | None = None,
     *,
     last_good: StoreSnapshot | None = None,
+    check_sql: bool = True,
 ) -> StoreSnapshot:
     """Load every spec of ``listed`` from ``store`` and resolve code over manual.
 
@@ -177,6 +178,7 @@ def resolve(
         have the same versions now is taken as it is, so a change to one file re-validates one spec.
     :param last_good: the last good snapshot of this store (the cache's; ``None``: there is none): a file
         or folder that cannot be read keeps what it held there (:func:`_carry_outages`)
+    :param check_sql: check each SQL template (:func:`load_entry`); ``False`` only for a task's worker
     """
     problems: list[DliError] = []
     found: dict[SourceType, list[_Found]] = {p: [] for p in PREFIXES}
@@ -201,7 +203,7 @@ def resolve(
                 continue
             reads.failed.clear()
             try:
-                loaded = load_entry(reads, file.path, all_paths)
+                loaded = load_entry(reads, file.path, all_paths, check_sql=check_sql)
             except Exception as exc:  # isolation point: one spec file never hides the others
                 if isinstance(exc, DliError):
                     error = exc
@@ -268,8 +270,16 @@ def resolve(
     )
 
 
-def load_entry(store: SpecStore, path: str, all_paths: set[str] | None = None) -> LoadedSpec:
+def load_entry(
+    store: SpecStore, path: str, all_paths: set[str] | None = None, *, check_sql: bool = True
+) -> LoadedSpec:
     """Load one spec file and its SQL; check the SQL template.
+
+    :param check_sql: ``False`` leaves the template check (:func:`~dli_airflow.render.check_template`) to
+        the run's render, which checks the same before any SQL is sent: a task's worker, whose DAG file
+        builds the one DAG of its task from a release the dag-processor already checked, need not import
+        sqlglot to build it (the render imports it when the task runs). A broken template then fails the
+        task with the render's DLI-205 instead of leaving the DAG out; every other reader checks.
 
     :returns: the spec, the SQL template text, and the SQL file's store path (``None`` for inline SQL).
     """
@@ -309,7 +319,8 @@ def load_entry(store: SpecStore, path: str, all_paths: set[str] | None = None) -
             ) from None
         if not sql.strip():
             raise SpecValidationError(f"{store.display(sql_path)}: the SQL file is empty", hint="write the query")
-    check_template(sql, spec, store.display(sql_path) if sql_path else shown)
+    if check_sql:
+        check_template(sql, spec, store.display(sql_path) if sql_path else shown)
     return LoadedSpec(spec, sql, sql_path)
 
 
@@ -486,6 +497,7 @@ def resolve_fetching(
     save: Callable[[Objects], None] | None = None,
     *,
     last_good: StoreSnapshot | None = None,
+    check_sql: bool = True,
 ) -> tuple[StoreSnapshot, Objects]:
     """Resolve a listing, reading only the files whose version is not in ``known``.
 
@@ -513,7 +525,7 @@ def resolve_fetching(
         if save is not None and fetched:
             save(known)
     reader = _Reader(store, versions, known)
-    snapshot = resolve(reader, listed, reuse, last_good=last_good)
+    snapshot = resolve(reader, listed, reuse, last_good=last_good, check_sql=check_sql)
     known.update(reader.used)
     if reader.failure is not None:
         raise reader.failure

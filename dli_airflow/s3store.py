@@ -109,27 +109,62 @@ def client_config() -> Config:
     )
 
 
-def _airflow_connection_exists(conn_id: str) -> bool:
-    """Whether ``conn_id`` is an Airflow connection that this process can read.
+def _airflow_connection(conn_id: str) -> Any | None:
+    """The Airflow connection ``conn_id`` if this process can read it, else ``None``.
 
     In a process that has not imported Airflow (the CLI), only an ``AIRFLOW_CONN_<ID>`` variable counts:
     importing Airflow costs seconds, and without a task or dag-processor around it could only look there.
     """
     imported_here = "airflow.sdk" not in sys.modules
     if imported_here and f"AIRFLOW_CONN_{conn_id.upper()}" not in os.environ:
-        return False
+        return None
     try:
         from airflow.sdk import BaseHook
     except ImportError:
-        return False
+        return None
     if imported_here:
         _airflow_logs_to_stderr()
     try:
-        BaseHook.get_connection(conn_id)
+        return BaseHook.get_connection(conn_id)
     except Exception as exc:  # not found, or no secrets backend reachable from here
         log.debug("dli: no Airflow connection %r here (%s); using the AWS environment", conn_id, type(exc).__name__)
-        return False
-    return True
+        return None
+
+
+#: The extra keys of an ``aws`` connection that dli reads itself; a connection with any other (``role_arn``,
+#: ``profile_name``, ``assume_role_*``, ``service_config``, ``session_kwargs``, keys in the extra, …) or with
+#: a host or schema is made into a client by Airflow's AWS hook.
+PLAIN_EXTRA_KEYS = frozenset({"endpoint_url", "region_name", "aws_session_token", "verify", "config_kwargs"})
+
+
+def plain_connection(conn: Any) -> dict[str, Any] | None:
+    """A plain ``aws`` connection as what a botocore session needs — its keys (login and password, or
+    none: botocore's default chain), session token, region, endpoint, ``verify`` and ``config_kwargs`` —
+    or ``None`` when the connection needs the AWS hook (anything else in it, see :data:`PLAIN_EXTRA_KEYS`).
+
+    What this reads is what the hook's connection wrapper reads from the same fields; a plain connection
+    costs a task's cold start the hook's import (``requests``, ``boto3``, ``slugify``: ~0.15 s) and its
+    session factory, which a worker pays on every task of the KubernetesExecutor.
+    """
+    if (conn.conn_type or "aws") != "aws" or conn.host or conn.schema:
+        return None
+    try:
+        extra = conn.extra_dejson
+    except Exception:  # noqa: BLE001 - the hook reports a malformed extra in its own words
+        return None
+    if not isinstance(extra, dict) or set(extra) - PLAIN_EXTRA_KEYS:
+        return None
+    config_kwargs = extra.get("config_kwargs")
+    if config_kwargs is not None and not isinstance(config_kwargs, dict):
+        return None
+    if bool(conn.login) != bool(conn.password):
+        return None  # half a key pair: the hook says what is wrong with it
+    return {
+        "access_key": conn.login or None, "secret_key": conn.password or None,
+        "token": extra.get("aws_session_token") or None, "region": extra.get("region_name") or None,
+        "endpoint_url": extra.get("endpoint_url") or None, "verify": extra.get("verify"),
+        "config_kwargs": config_kwargs or {},
+    }
 
 
 def _airflow_logs_to_stderr() -> None:
@@ -149,7 +184,9 @@ def _airflow_logs_to_stderr() -> None:
 
 
 def make_client(conn_id: str | None = None) -> Any:
-    """An S3 client: from the AWS hook's session for an existing Airflow connection, else boto3's default chain.
+    """An S3 client: for an existing Airflow connection, a botocore session of its keys, region and endpoint
+    when it is a plain one (:func:`plain_connection`), else the AWS hook's session; without a connection,
+    boto3's default chain.
 
     The connection's own ``config_kwargs`` win over the bounded defaults of :func:`client_config`. The
     hook's session carries the connection's credentials, role, region and ``endpoint_url``; the client is
@@ -162,7 +199,24 @@ def make_client(conn_id: str | None = None) -> Any:
 
     conn_id = conn_id or config.aws_conn_id()
     defaults = client_config()
-    if _airflow_connection_exists(conn_id):
+    conn = _airflow_connection(conn_id)
+    plain = plain_connection(conn) if conn is not None else None
+    if plain is not None:
+        # keys, region and endpoint straight into botocore: no AWS hook import, no boto3
+        import botocore.session
+        from botocore.config import Config
+
+        session = botocore.session.Session()
+        if plain["access_key"]:
+            session.set_credentials(plain["access_key"], plain["secret_key"], plain["token"])
+        if plain["region"]:
+            session.set_config_variable("region", plain["region"])
+        _fast_timestamps(session)
+        return session.create_client(
+            "s3", endpoint_url=plain["endpoint_url"], config=defaults.merge(Config(**plain["config_kwargs"])),
+            verify=plain["verify"],
+        )
+    if conn is not None:
         # the base hook: the S3Hook's own module adds boto3's transfer manager, which reads never use
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
@@ -545,4 +599,7 @@ def _object_size(response: dict[str, Any]) -> int | None:
     return int(length) if isinstance(length, int) else None
 
 
-__all__ = ["Conditional", "S3Store", "client_config", "describe_failure", "make_client", "parse_url"]
+__all__ = [
+    "PLAIN_EXTRA_KEYS", "Conditional", "S3Store", "client_config", "describe_failure", "make_client", "parse_url",
+    "plain_connection",
+]

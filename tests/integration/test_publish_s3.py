@@ -193,3 +193,61 @@ def test_a_hand_written_store_costs_what_it_did_until_its_first_publish(tmp_path
     s3_proxy.reset()
     load_snapshot(store_url)
     assert len(s3_proxy.requests) == 2 and [r.prefix for r in s3_proxy.lists()] == [f"{PREFIX}manual/"]
+
+
+WORKER_PROBE = r"""
+import json, sys
+from dli_airflow.factory import build_dags
+dags = build_dags(sys.argv[1])
+name = sys.argv[2]
+found = {"dags": sorted(dags), "sqlglot": "sqlglot" in sys.modules,
+         "aws_hook": "airflow.providers.amazon.aws.hooks.base_aws" in sys.modules, "boto3": "boto3" in sys.modules}
+task = dags[name].tasks[0]
+try:
+    task._render({"params": {}, "dag_run": None, "logical_date": None})
+    found["render"] = "rendered"
+except Exception as exc:
+    found["render"] = getattr(exc, "code", None) and exc.code.value
+    found["message"] = str(exc)
+print(json.dumps(found))
+"""
+
+
+def test_a_cold_worker_builds_its_dag_without_sqlglot_or_the_aws_hook_and_its_render_still_checks(
+    tmp_path, store_url, s3_proxy, s3_env, monkeypatch
+):
+    """A task's worker builds its one DAG from the release without importing sqlglot (the template check is
+    its render's, which runs before any SQL) or Airflow's AWS hook (a plain connection: keys, region and
+    endpoint go straight to botocore). A release whose template a laxer publisher let through (an older dli,
+    say) still never runs: the render refuses it with DLI-205, naming the file."""
+    import sys
+
+    from dli_airflow import render
+
+    src = make_source(tmp_path / "src", 4)
+    (src / "team1" / "ds1.yaml").write_text(spec("team1.ds1", sql_file="ds1.sql").replace(
+        "schedule:", "parameters:\n  - name: who\n    type: string\n    default: x\nschedule:"))
+    (src / "team1" / "ds1.sql").write_text("SELECT '{{ who }}' AS v\n")  # a placeholder inside a string
+    with monkeypatch.context() as lax:
+        lax.setattr(render, "check_template", lambda sql, spec, path: None)
+        publish(src, store_url)
+    env = {**os.environ, "_AIRFLOW_PARSING_CONTEXT_DAG_ID": "team1.ds1"}
+    for name, rendered in (("team1.ds1", "DLI-205"), ("team2.ds2", "rendered")):
+        env.update(_AIRFLOW_PARSING_CONTEXT_DAG_ID=name, AIRFLOW__DLI__CACHE_DIR=str(tmp_path / f"cache-{name}"))
+        s3_proxy.reset()
+        done = subprocess.run([sys.executable, "-c", WORKER_PROBE, store_url, name], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        assert found["dags"] == [name] and found["render"] == rendered, found
+        assert not found["sqlglot"] and not found["aws_hook"] and not found["boto3"], found
+        assert len(s3_proxy.requests) <= 4, s3_proxy.summary()
+        if rendered == "DLI-205":
+            assert "ds1.sql" in found["message"] and "string" in found["message"], found
+    # the dag-processor (no parsing context) checks every template: the laxly published one is a problem
+    env.pop("_AIRFLOW_PARSING_CONTEXT_DAG_ID")
+    env["AIRFLOW__DLI__CACHE_DIR"] = str(tmp_path / "cache-processor")
+    probe = "import sys; from dli_airflow.factory import build_dags; print(sorted(build_dags(sys.argv[1])))"
+    listed = subprocess.run([sys.executable, "-c", probe, store_url], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert "team1.ds1" not in listed.stdout and "team2.ds2" in listed.stdout, listed.stdout + listed.stderr[-1500:]

@@ -645,3 +645,38 @@ def test_cli_uses_the_airflow_connection_and_reports_errors(store_url, moto_serv
     assert failed.returncode == 1
     assert "DLI-503" in failed.stderr and store_url in failed.stderr and "Traceback" not in failed.stderr
     assert SECRET_KEY not in failed.stderr + failed.stdout
+
+
+CLIENT_PROBE = r"""
+import json, sys
+from dli_airflow.catalog import open_store
+from dli_airflow.cache import load_snapshot
+names = sorted({e.name for e in load_snapshot(sys.argv[1]).entries})
+print(json.dumps({"names": names, "aws_hook": "airflow.providers.amazon.aws.hooks.base_aws" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["plain", "profile"])
+def test_a_plain_connection_skips_the_aws_hook_and_any_other_goes_through_it(store_url, moto_server, tmp_path, kind):
+    """Keys, region and endpoint: dli makes the client itself (no AWS hook import). A profile (like a role, a
+    web identity, per-service endpoints): Airflow's AWS hook makes it, and the store reads the same."""
+    import sys
+
+    if kind == "plain":
+        connection = aws_connection(moto_server.url)
+    else:
+        profiles = tmp_path / "aws-config"
+        profiles.write_text(f"[profile dli-ci]\naws_access_key_id = {ACCESS_KEY}\n"
+                            f"aws_secret_access_key = {SECRET_KEY}\nregion = {REGION}\n")
+        connection = json.dumps({"conn_type": "aws", "extra": {"profile_name": "dli-ci",
+                                                               "endpoint_url": moto_server.url}})
+    env = _cli_env(tmp_path, AIRFLOW_CONN_AWS_DEFAULT=connection, AIRFLOW__DLI__CACHE_DIR=str(tmp_path / "cache"))
+    if kind == "profile":
+        env["AWS_CONFIG_FILE"] = str(tmp_path / "aws-config")
+    done = subprocess.run([sys.executable, "-c", CLIENT_PROBE, store_url], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "sales.orders" in found["names"], found
+    assert found["aws_hook"] is (kind == "profile"), found
+    assert SECRET_KEY not in done.stdout + done.stderr

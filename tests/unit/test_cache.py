@@ -40,9 +40,9 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = catalog_module.load_entry
 
-    def spy(store, path, all_paths=None):
+    def spy(store, path, all_paths=None, **kwargs):
         seen.append(path)
-        return real(store, path, all_paths)
+        return real(store, path, all_paths, **kwargs)
 
     monkeypatch.setattr(catalog_module, "load_entry", spy)
     return seen
