@@ -56,15 +56,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: a plain path under ``code/``: segments that are not empty, do not start with ``.`` (so no ``.``, ``..``
+#: or ``code/.dli/``) and hold no backslash. One regex, not a split per path: an index of 10,000 datasets
+#: names ~15,000 paths, and every reader of it checks them all.
+_RELEASE_PATH = re.compile(r"code(?:/[^/\\.][^/\\]*)+")
+
+
 def release_path(path: str) -> bool:
     """Whether ``path`` may be a file of a release: a plain path under ``code/``, outside ``code/.dli/``."""
-    parts = path.split("/")
-    return (
-        len(parts) >= 2
-        and parts[0] == SourceType.CODE.value
-        and not path.startswith(RELEASE_DIR)
-        and all(p not in ("", ".", "..") and not p.startswith(".") and "\\" not in p for p in parts)
-    )
+    return _RELEASE_PATH.fullmatch(path) is not None and not path.startswith(RELEASE_DIR)
 
 
 def bundle_path(digest: str) -> str:

@@ -409,3 +409,21 @@ def test_a_manual_prefix_ci_cannot_read_is_a_warning_not_a_failure(src: Path, st
     releases.apply(plan, target)
     result = CliRunner().invoke(app, ["spec", "publish", str(src), "--store", str(store)])
     assert result.exit_code == 0 and "already the release" in result.stdout
+
+
+def _release_path_by_parts(path: str) -> bool:
+    """The definition ``release_path`` had before it became one regex (kept as the property's oracle)."""
+    parts = path.split("/")
+    return (
+        len(parts) >= 2 and parts[0] == "code" and not path.startswith("code/.dli/")
+        and all(p not in ("", ".", "..") and not p.startswith(".") and "\\" not in p for p in parts)
+    )
+
+
+@given(st.lists(st.sampled_from(["code", "/", ".", "..", "\\", "a", ".dli", "x.yaml", "", " ", "\n", "é"]),
+                max_size=8).map("".join))
+@settings(max_examples=2000, deadline=None)
+def test_a_release_path_is_what_it_was_segment_by_segment(path):
+    from dli_airflow.release import release_path
+
+    assert release_path(path) is _release_path_by_parts(path), path
