@@ -138,14 +138,9 @@ PLAIN_EXTRA_KEYS = frozenset({"endpoint_url", "region_name", "aws_session_token"
 
 
 def plain_connection(conn: Any) -> dict[str, Any] | None:
-    """A plain ``aws`` connection as what a botocore session needs — its keys (login and password, or
-    none: botocore's default chain), session token, region, endpoint, ``verify`` and ``config_kwargs`` —
-    or ``None`` when the connection needs the AWS hook (anything else in it, see :data:`PLAIN_EXTRA_KEYS`).
-
-    What this reads is what the hook's connection wrapper reads from the same fields; a plain connection
-    costs a task's cold start the hook's import (``requests``, ``boto3``, ``slugify``: ~0.15 s) and its
-    session factory, which a worker pays on every task of the KubernetesExecutor.
-    """
+    """A plain ``aws`` connection as a botocore session needs it (keys or none, token, region, endpoint,
+    ``verify``, ``config_kwargs``: what the hook's connection wrapper reads from those fields), or ``None`` when
+    it needs the AWS hook. A plain one spares a task's cold start the hook's import (~0.15 s)."""
     if (conn.conn_type or "aws") != "aws" or conn.host or conn.schema:
         return None
     try:

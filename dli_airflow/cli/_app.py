@@ -29,6 +29,8 @@ _state: dict[str, bool] = {"verbose": False}
 
 #: Exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit code of a command whose reader went away (``dli workflow list | head``): 128 + SIGPIPE, as shells report it.
+EXIT_BROKEN_PIPE = 141
 
 
 def _console() -> Any:
@@ -91,6 +93,8 @@ class _BoundaryGroup(TyperGroup):
         except KeyboardInterrupt:
             _console().print("cancelled")
             raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            _reader_gone()
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # the normal ends of a command, and its usage errors (typer prints those, exit 2)
         except Exception as exc:  # the boundary: no input may end in a traceback
@@ -134,10 +138,23 @@ def main() -> None:
     except KeyboardInterrupt:
         _console().print("cancelled")
         _leave_now(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        _reader_gone()
     except SystemExit as exc:
         if exc.code == EXIT_INTERRUPTED:
             _leave_now(EXIT_INTERRUPTED)
         raise
+
+
+def _reader_gone() -> None:
+    """The output's reader closed the pipe (``| head``): stop quietly, as a Unix tool does, not with an error
+    about it; stdout goes to /dev/null first, so the interpreter's own flush at exit cannot fail again."""
+    import os
+
+    with contextlib.suppress(Exception):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 def _leave_now(code: int) -> None:

@@ -71,8 +71,13 @@ def print_json(data: Any) -> None:
 
 
 def print_model(model: Any) -> None:
-    """A result model as JSON, serialised by pydantic's core (indented on a terminal, as :func:`print_json`)."""
-    typer.echo(model.model_dump_json(indent=_indent()))
+    """A result model as JSON, as :func:`print_json` prints it (indented on a terminal; into a pipe one line
+    with the same ``", "`` and ``": "`` separators, so ``grep '"status": "COMPLETED"'`` works either way)."""
+    indent = _indent()
+    if indent is not None:
+        typer.echo(model.model_dump_json(indent=indent))
+    else:
+        typer.echo(json.dumps(model.model_dump(mode="json"), ensure_ascii=False))
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:

@@ -15,13 +15,14 @@ if TYPE_CHECKING:
     from dli_airflow.catalog import StoreSnapshot
 
 #: How long one snapshot answers requests before the store is listed again (a LIST per prefix, GETs only
-#: for changed objects): a burst of requests costs one listing, and a change shows within this many seconds
-#: plus one listing. The listing is made in the background: a request never waits for it (a store of 1,000
-#: local specs takes most of a second to list), it is answered from the snapshot it replaces.
+#: for changed objects): a burst of requests costs one listing. Past it, the snapshot still answers while one
+#: background thread lists the store (a request never waits for that listing: a store of 1,000 local specs
+#: takes most of a second to list), up to :data:`SNAPSHOT_MAX_AGE_SECONDS`.
 SNAPSHOT_TTL_SECONDS = 5.0
-#: A snapshot older than this is never served: the request lists the store itself (a background listing
-#: that hangs, e.g. on an S3 endpoint that stopped answering, cannot hold stale answers longer than this).
-SNAPSHOT_MAX_AGE_SECONDS = 60.0
+#: A snapshot older than this is never served: the request lists the store itself. So a change to the store
+#: shows within 10 s at most (within 5 s and one listing while requests keep coming), and a background
+#: listing that hangs (an S3 endpoint that stopped answering) cannot hold stale answers longer.
+SNAPSHOT_MAX_AGE_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -61,7 +62,7 @@ def _refresh(store: str, generation: int) -> None:
 
 def snapshot(*, fresh: bool = False) -> StoreSnapshot:
     """The store's resolved snapshot (``fresh``: listed now — one dataset's page and every write see the
-    store as it is; the list of all may lag by :data:`SNAPSHOT_TTL_SECONDS` plus one listing).
+    store as it is; the list of all may lag by up to :data:`SNAPSHOT_MAX_AGE_SECONDS`).
 
     A snapshot past its TTL still answers while one background thread lists the store again (stale while
     revalidating), up to :data:`SNAPSHOT_MAX_AGE_SECONDS`. During an outage this is the last good copy, its

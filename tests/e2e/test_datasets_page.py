@@ -31,7 +31,13 @@ def broken_spec(airflow):
     """One broken spec in the store while these tests run: the page must show it at the top."""
     path = Path(airflow.store) / "manual" / "e2e_page_broken.yaml"
     path.write_text(BROKEN)
-    time.sleep(6)  # the control plane's snapshot is at most 5 s old
+    # the control plane serves a snapshot at most 10 s old (5 s, then one background listing): wait for it
+    headers = {"Authorization": f"Bearer {_token(airflow, 'viewer')}"}
+    deadline = time.monotonic() + 60
+    while "e2e_page_broken.yaml" not in httpx.get(f"{airflow.url}/dli/api/v1/problems", headers=headers,
+                                                    timeout=60).text:
+        assert time.monotonic() < deadline, "the control plane never showed the broken spec"
+        time.sleep(1)
     yield path
     path.unlink()
 

@@ -148,3 +148,24 @@ def test_ctrl_c_cancels_a_local_run_and_exits_130(dli_command: list[str], make_s
     assert proc.returncode == 130, err
     assert "cancelled" in err and "Traceback" not in err
     assert time.monotonic() - started < 15, "the query was not cancelled"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`dli … | head`: once the reader has closed the pipe, the command stops with 141 (128 + SIGPIPE, as a
+    shell reports it) and says nothing about it — not "unexpected BrokenPipeError, please report a bug"."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store = Path(__file__).resolve().parents[2] / "examples" / "store"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "dli_airflow.cli", "spec", "list", "--store", str(store),
+                               "--format", "json"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120, cwd=tmp_path)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "BrokenPipe" not in done.stderr and "Error" not in done.stderr, done.stderr
