@@ -213,6 +213,7 @@ print(json.dumps(found))
 """
 
 
+@pytest.mark.hostile(kind="injection")
 def test_a_cold_worker_builds_its_dag_without_sqlglot_or_the_aws_hook_and_its_render_still_checks(
     tmp_path, store_url, s3_proxy, s3_env, monkeypatch
 ):

@@ -150,6 +150,7 @@ def test_ctrl_c_cancels_a_local_run_and_exits_130(dli_command: list[str], make_s
     assert time.monotonic() - started < 15, "the query was not cancelled"
 
 
+@pytest.mark.hostile(kind="cli-and-secrets")
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     """`dli … | head`: once the reader has closed the pipe, the command stops with 141 (128 + SIGPIPE, as a
     shell reports it) and says nothing about it — not "unexpected BrokenPipeError, please report a bug"."""
